@@ -1,0 +1,216 @@
+"""Admin HTTP helpers: AsyncAdmin for asyncio programs, Admin for synchronous workers.
+
+Both retry connection errors and 429/502/503/504 with backoff. Every POST carries one
+Idempotency-Key for all its attempts, so a retry never applies an update twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Iterator
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from .errors import SwitchboardError
+
+DEFAULT_URL = "http://127.0.0.1:8001"
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+R = TypeVar("R")
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # "leave as is", unlike None, which means null
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    path: str
+    json: Any = None
+    params: dict[str, Any] | None = None
+    pick: str | None = None  # answer with this field of the body
+
+
+def _fields(**given: Any) -> dict[str, Any]:
+    return {name: value for name, value in given.items() if value is not UNSET}
+
+
+def _answer(call: Call, response: httpx.Response) -> Any:
+    if response.status_code == 204:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if response.is_success:
+        return body[call.pick] if call.pick and isinstance(body, dict) else body
+    error = body.get("error", {}) if isinstance(body, dict) else {}
+    raise SwitchboardError(
+        response.status_code,
+        str(error.get("code", "http_error")),
+        str(error.get("message", response.reason_phrase or "request failed")),
+    )
+
+
+def _attempts(call: Call, retries: int, backoff: float) -> Iterator[tuple[dict[str, str], float | None]]:
+    """(headers, delay before the next attempt or None for the last) for each attempt."""
+    headers = {"Idempotency-Key": str(uuid.uuid4())} if call.method == "POST" else {}
+    for attempt in range(retries):
+        yield headers, min(backoff * 2**attempt, 5.0)
+    yield headers, None
+
+
+def _retry(response: httpx.Response | None, error: httpx.TransportError | None, last: bool) -> bool:
+    if error is not None and last:
+        raise SwitchboardError(0, "unreachable", str(error) or repr(error)) from error
+    return not last and (response is None or response.status_code in RETRY_STATUSES)
+
+
+class _Api(Generic[R]):
+    """Every admin call, defined once; `_send` makes it blocking or awaitable."""
+
+    retries: int
+    backoff: float
+
+    def _send(self, call: Call) -> R:
+        raise NotImplementedError
+
+    def create_job(
+        self,
+        job_id: str | None = None,
+        *,
+        status: str = UNSET,
+        progress: float | None = UNSET,
+        message: str | None = UNSET,
+        data: dict[str, Any] = UNSET,
+    ) -> R:
+        body = _fields(id=job_id or UNSET, status=status, progress=progress, message=message, data=data)
+        return self._send(Call("POST", "/api/jobs", body))
+
+    def update_job(
+        self,
+        job_id: str,
+        *,
+        status: str = UNSET,
+        progress: float | None = UNSET,
+        message: str | None = UNSET,
+        data: dict[str, Any] = UNSET,
+    ) -> R:
+        body = _fields(status=status, progress=progress, message=message, data=data)
+        return self._send(Call("POST", f"/api/jobs/{job_id}/updates", body))
+
+    def get_job(self, job_id: str) -> R:
+        return self._send(Call("GET", f"/api/jobs/{job_id}"))
+
+    def list_jobs(self, status: str | None = None, limit: int = 100) -> R:
+        params = _fields(status=status or UNSET, limit=limit)
+        return self._send(Call("GET", "/api/jobs", params=params, pick="jobs"))
+
+    def events(self, job_id: str, since: int = 0, limit: int = 1000) -> R:
+        params = {"since": since, "limit": limit}
+        return self._send(Call("GET", f"/api/jobs/{job_id}/events", params=params))
+
+    def delete_job(self, job_id: str) -> R:
+        return self._send(Call("DELETE", f"/api/jobs/{job_id}"))
+
+    def announce(self, text: str, *, level: str = "info", room: str | None = None) -> R:
+        body = _fields(text=text, level=level, room=room or UNSET)
+        return self._send(Call("POST", "/api/announcements", body))
+
+    def mint_token(
+        self,
+        sub: str,
+        *,
+        name: str = UNSET,
+        jobs: list[str] = UNSET,
+        rooms: list[str] = UNSET,
+        ttl: int = UNSET,
+    ) -> R:
+        body = _fields(sub=sub, name=name, jobs=jobs, rooms=rooms, ttl=ttl)
+        return self._send(Call("POST", "/api/tokens", body))
+
+
+class AsyncAdmin(_Api[Awaitable[Any]]):
+    """`async with AsyncAdmin(url, token) as admin: await admin.update_job("build-1", progress=50)`"""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        retries: int = 5,
+        backoff: float = 0.2,
+        timeout: float = 10.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout)
+        self.retries, self.backoff = retries, backoff
+
+    async def __aenter__(self) -> AsyncAdmin:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _send(self, call: Call) -> Any:  # type: ignore[override]
+        for headers, delay in _attempts(call, self.retries, self.backoff):
+            response, error = None, None
+            try:
+                response = await self._http.request(
+                    call.method, call.path, json=call.json, params=call.params, headers=headers
+                )
+            except httpx.TransportError as exc:
+                error = exc
+            if not _retry(response, error, delay is None):
+                return _answer(call, response)  # type: ignore[arg-type]
+            await asyncio.sleep(delay or 0)
+
+
+class Admin(_Api[Any]):
+    """The blocking twin of AsyncAdmin, for synchronous workers."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        retries: int = 5,
+        backoff: float = 0.2,
+        timeout: float = 10.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self.retries, self.backoff = retries, backoff
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _send(self, call: Call) -> Any:
+        for headers, delay in _attempts(call, self.retries, self.backoff):
+            response, error = None, None
+            try:
+                response = self._http.request(
+                    call.method, call.path, json=call.json, params=call.params, headers=headers
+                )
+            except httpx.TransportError as exc:
+                error = exc
+            if not _retry(response, error, delay is None):
+                return _answer(call, response)  # type: ignore[arg-type]
+            time.sleep(delay or 0)

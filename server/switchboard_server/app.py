@@ -1,0 +1,103 @@
+"""create_app(settings): builds the aiohttp app with Socket.IO, the HTTP API and the store."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from importlib.resources import files
+
+from aiohttp import web
+
+from .auth import Auth
+from .errors import unavailable
+from .http_api import (
+    AUTH,
+    HUB,
+    MAX_BODY,
+    METRICS,
+    Idempotency,
+    admin_middleware,
+    error_response,
+    errors_middleware,
+    respond,
+    routes,
+)
+from .hub import INFO_NS, JOB_NS, Hub
+from .metrics import Metrics
+from .namespaces import Context, InfoNamespace, JobNamespace, SwitchboardServer
+from .settings import Settings
+from .storage import StoreUnavailable, open_store
+
+log = logging.getLogger("switchboard")
+
+SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+SIO: web.AppKey[SwitchboardServer] = web.AppKey("sio", SwitchboardServer)
+STATIC = files("switchboard_server") / "static"
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or Settings()
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[errors_middleware, admin_middleware, Idempotency().middleware],
+    )
+    metrics = Metrics()
+    auth = Auth(settings)
+    sio = SwitchboardServer(
+        async_mode="aiohttp",
+        cors_allowed_origins=settings.cors_origins or None,
+        ping_interval=settings.ping_interval,
+        ping_timeout=settings.ping_timeout,
+        max_http_buffer_size=settings.max_packet_bytes,
+    )
+    sio.attach(app)
+    metrics.watch_connections(sio)
+    store = open_store(settings.store, history=settings.history)
+    hub = Hub(store, sio, metrics, settings)
+    context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings)
+    sio.register_namespace(JobNamespace(JOB_NS, context))
+    sio.register_namespace(InfoNamespace(INFO_NS, context))
+
+    app[SETTINGS] = settings
+    app[SIO] = sio
+    app[HUB] = hub
+    app[AUTH] = auth
+    app[METRICS] = metrics
+    app.cleanup_ctx.append(_lifetime)
+    app.add_routes(routes)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/", dashboard)
+    return app
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    hub = app[HUB]
+    await hub.store.open()
+    await hub.start()
+    yield
+    await hub.stop()
+    await hub.store.close()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return respond({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    try:
+        await request.app[HUB].store.ping()
+    except StoreUnavailable as exc:
+        return error_response(unavailable(f"store unreachable: {exc}"))
+    return respond({"status": "ready"})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = request.app[METRICS].render()
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    page = (STATIC / "index.html").read_text(encoding="utf-8")
+    return web.Response(text=page, content_type="text/html")

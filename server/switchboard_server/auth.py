@@ -1,0 +1,130 @@
+"""Admin bearer token and client JWTs (HS256) with glob grants on jobs and rooms."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fnmatch import fnmatchcase
+
+import jwt
+
+from .settings import Settings
+
+ALGORITHM = "HS256"
+ALL = ("*",)
+
+
+class Unauthorized(Exception):
+    """Refused at connect; socket.io-client sees connect_error 'unauthorized'."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who is on the other end of a connection and what they may see."""
+
+    sub: str | None
+    name: str | None
+    jobs: tuple[str, ...] = ALL
+    rooms: tuple[str, ...] = ALL
+
+    def may_watch(self, job_id: str) -> bool:
+        return any(fnmatchcase(job_id, pattern) for pattern in self.jobs)
+
+    def may_watch_all(self) -> bool:
+        """'*' subscriptions see every job, so they need a grant that covers every job."""
+        return "*" in self.jobs
+
+    def may_join(self, room: str) -> bool:
+        return any(fnmatchcase(room, pattern) for pattern in self.rooms)
+
+
+class Auth:
+    def __init__(self, settings: Settings) -> None:
+        given = settings.admin_token.get_secret_value() if settings.admin_token else ""
+        self.admin_token_generated = not given
+        self.admin_token = given or secrets.token_urlsafe(32)
+        self.client_secret = (
+            settings.client_secret.get_secret_value() if settings.client_secret else None
+        )
+
+    @property
+    def mode(self) -> str:
+        return "client tokens (JWT HS256)" if self.client_secret else "anonymous clients"
+
+    def is_admin(self, token: str) -> bool:
+        return hmac.compare_digest(token.encode(), self.admin_token.encode())
+
+    def is_client_token(self, token: str) -> bool:
+        try:
+            self.decode(token)
+        except Unauthorized:
+            return False
+        return True
+
+    def identify(self, auth: object) -> Identity:
+        """The identity behind a Socket.IO `auth` object; raises Unauthorized."""
+        fields = auth if isinstance(auth, dict) else {}
+        name = fields.get("name")
+        name = name if isinstance(name, str) and 0 < len(name) <= 64 else None
+        if self.client_secret is None:
+            return Identity(sub=None, name=name)
+        token = fields.get("token")
+        if not isinstance(token, str) or not token:
+            raise Unauthorized("no token")
+        if self.is_admin(token):
+            return Identity(sub="admin", name=name or "admin")
+        return self.decode(token)
+
+    def decode(self, token: str) -> Identity:
+        if self.client_secret is None:
+            raise Unauthorized("client tokens are not enabled")
+        try:
+            claims = jwt.decode(
+                token,
+                self.client_secret,
+                algorithms=[ALGORITHM],
+                options={"require": ["sub", "exp"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(str(exc)) from None
+        sub, name = claims.get("sub"), claims.get("name")
+        if not isinstance(sub, str) or not (name is None or isinstance(name, str)):
+            raise Unauthorized("malformed claims")
+        return Identity(
+            sub=sub,
+            name=name,
+            jobs=_patterns(claims.get("jobs")),
+            rooms=_patterns(claims.get("rooms")),
+        )
+
+    def mint(
+        self,
+        sub: str,
+        *,
+        name: str | None = None,
+        jobs: list[str] | None = None,
+        rooms: list[str] | None = None,
+        ttl: int = 3600,
+    ) -> tuple[str, str]:
+        """A signed client token and its expiry (RFC 3339)."""
+        if self.client_secret is None:
+            raise ValueError("no client secret is set")
+        expires = int(time.time()) + ttl
+        claims: dict[str, object] = {"sub": sub, "exp": expires, "iat": int(time.time())}
+        for key, value in (("name", name), ("jobs", jobs), ("rooms", rooms)):
+            if value is not None:
+                claims[key] = value
+        token = jwt.encode(claims, self.client_secret, algorithm=ALGORITHM)
+        expires_at = datetime.fromtimestamp(expires, UTC).isoformat(timespec="milliseconds")
+        return token, expires_at.replace("+00:00", "Z")
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ALL
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise Unauthorized("malformed grants")
+    return tuple(value)

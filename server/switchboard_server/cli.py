@@ -1,0 +1,339 @@
+"""`switchboard`: serve, and the client commands (watch, jobs, publish, announce, chat, token)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Coroutine
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from switchboard_client import UNSET, Admin, SwitchboardClient, SwitchboardError
+
+from . import __version__
+
+app = typer.Typer(
+    help="Switchboard: a realtime event server. Publish over HTTP, listen over Socket.IO.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+out = Console()
+err = Console(stderr=True)
+log = logging.getLogger("switchboard")
+
+EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 1, 3, 4
+
+# Options shared by the client commands.
+Url = Annotated[
+    str,
+    typer.Option(envvar="SWITCHBOARD_URL", help="Where the server is."),
+]
+AdminToken = Annotated[
+    str | None,
+    typer.Option(envvar="SWITCHBOARD_ADMIN_TOKEN", help="Admin token for the HTTP API."),
+]
+ClientToken = Annotated[
+    str | None,
+    typer.Option(envvar="SWITCHBOARD_TOKEN", help="Client token (JWT) for socket connections."),
+]
+DEFAULT_URL = "http://127.0.0.1:8001"
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"switchboard {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """Switchboard: publish over HTTP, listen over Socket.IO."""
+
+
+def _opt(env: str, text: str) -> Any:
+    return typer.Option(envvar=f"SWITCHBOARD_{env}", help=text, show_default=False)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, _opt("HOST", "Interface to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, _opt("PORT", "Port [default: 8001].")] = None,
+    store: Annotated[
+        str | None,
+        _opt("STORE", "memory://, sqlite:///path [default: sqlite:///switchboard.db]."),
+    ] = None,
+    admin_token: Annotated[
+        str | None, _opt("ADMIN_TOKEN", "Admin token; random and printed once when unset.")
+    ] = None,
+    client_secret: Annotated[
+        str | None, _opt("CLIENT_SECRET", "HS256 secret: clients must then bring a JWT.")
+    ] = None,
+    cors_origins: Annotated[
+        str | None, _opt("CORS_ORIGINS", "Comma-separated origins, or * [default: same origin].")
+    ] = None,
+    ping_interval: Annotated[float | None, _opt("PING_INTERVAL", "Seconds [default: 25].")] = None,
+    ping_timeout: Annotated[float | None, _opt("PING_TIMEOUT", "Seconds [default: 20].")] = None,
+    history: Annotated[
+        int | None, _opt("HISTORY", "Events kept per job [default: 1000].")
+    ] = None,
+    retention: Annotated[
+        float | None, _opt("RETENTION", "Seconds to keep finished jobs [default: 7 days].")
+    ] = None,
+    rate_per_second: Annotated[
+        float | None, _opt("RATE_PER_SECOND", "Socket events/s per connection [default: 20].")
+    ] = None,
+    rate_burst: Annotated[int | None, _opt("RATE_BURST", "Burst allowance [default: 40].")] = None,
+    max_subscriptions: Annotated[
+        int | None, _opt("MAX_SUBSCRIPTIONS", "Job subscriptions per connection [default: 100].")
+    ] = None,
+    max_rooms: Annotated[
+        int | None, _opt("MAX_ROOMS", "Chat rooms per connection [default: 20].")
+    ] = None,
+    max_packet_bytes: Annotated[
+        int | None, _opt("MAX_PACKET_BYTES", "Largest socket packet [default: 1000000].")
+    ] = None,
+    log_level: Annotated[
+        str | None, _opt("LOG_LEVEL", "debug, info, warning, error [default: info].")
+    ] = None,
+    log_format: Annotated[
+        str | None, _opt("LOG_FORMAT", "console or json [default: console].")
+    ] = None,
+) -> None:
+    """Run the server (Socket.IO at /socket.io/, HTTP API at /api, dashboard at /)."""
+    given = {name: value for name, value in locals().items() if value is not None}
+    from aiohttp import web
+
+    from . import Settings, create_app, logs
+    from .http_api import AUTH
+    from .storage import describe_store
+
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        _fail(f"bad configuration: {exc}", code=2)
+    logs.configure(settings.log_level, settings.log_format)
+    application = create_app(settings)
+    auth = application[AUTH]
+    log.info("switchboard %s serving on %s", __version__, settings.url)
+    log.info("store: %s", describe_store(settings.store))
+    log.info(
+        "auth: admin token %s; sockets: %s",
+        "generated" if auth.admin_token_generated else "from configuration",
+        auth.mode,
+    )
+    if auth.client_secret is None:
+        log.warning("no client secret: any client may connect and watch any job")
+    log.info("CORS: %s", ", ".join(settings.cors_origins) or "same origin only")
+    if auth.admin_token_generated:
+        print(f"admin token (generated, shown once): {auth.admin_token}", file=sys.stderr)
+    web.run_app(application, host=settings.host, port=settings.port, print=None)
+
+
+@app.command()
+def watch(
+    job: Annotated[str, typer.Argument(help="The job id to follow.")],
+    url: Url = DEFAULT_URL,
+    token: ClientToken = None,
+    transport: Annotated[
+        str | None, typer.Option(help="websocket or polling [default: polling, then upgrade].")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line.")] = False,
+) -> None:
+    """Follow a job live until it ends. Exit 0 when it succeeded, 1 failed, 3 cancelled."""
+    transports = [transport] if transport else None
+    final = _run(_watch(job, url, token, transports, as_json))
+    if final == "succeeded":
+        raise typer.Exit(0)
+    raise typer.Exit(EXIT_CANCELLED if final == "cancelled" else EXIT_FAILED)
+
+
+async def _watch(
+    job: str, url: str, token: str | None, transports: list[str] | None, as_json: bool
+) -> str:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[status]} {task.fields[message]}"),
+    )
+    status = "unknown"
+    with Progress(*columns, console=err, disable=as_json) as bar:
+        task = bar.add_task(job, total=None, status="waiting", message="")
+        async with SwitchboardClient(url, token=token, transports=transports) as client:
+            async for event in client.watch(job):
+                status = event["status"]
+                if as_json:
+                    print(json.dumps(event), flush=True)
+                progress = event["progress"]
+                if status == "succeeded" and progress is None:
+                    progress = 100
+                bar.update(
+                    task,
+                    total=None if progress is None else 100,
+                    completed=progress or 0,
+                    status=status,
+                    message=event["message"] or "",
+                )
+    if not as_json:
+        err.print(f"{job}: {status}")
+    return status
+
+
+@app.command()
+def jobs(
+    status: Annotated[str | None, typer.Option(help="Only jobs with this status.")] = None,
+    limit: Annotated[int, typer.Option(help="How many.")] = 50,
+    url: Url = DEFAULT_URL,
+    admin_token: AdminToken = None,
+) -> None:
+    """List recent jobs, newest first."""
+    with Admin(url, admin_token, retries=1) as admin:
+        found = _call(lambda: admin.list_jobs(status, limit))
+    table = Table("id", "status", "progress", "message", "seq", "updated")
+    for item in found:
+        progress = "" if item["progress"] is None else f"{item['progress']:.0f}%"
+        table.add_row(
+            item["id"], item["status"], progress, item["message"] or "",
+            str(item["seq"]), item["updated_at"],
+        )  # fmt: skip
+    out.print(table)
+
+
+@app.command()
+def publish(
+    job: Annotated[str, typer.Argument(help="The job id (created if unknown).")],
+    status: Annotated[
+        str | None, typer.Option(help="queued, running, succeeded, failed or cancelled.")
+    ] = None,
+    progress: Annotated[float | None, typer.Option(help="0 to 100.")] = None,
+    message: Annotated[str | None, typer.Option(help="The latest step.")] = None,
+    data: Annotated[str | None, typer.Option(help="A JSON object (replaces data).")] = None,
+    url: Url = DEFAULT_URL,
+    admin_token: AdminToken = None,
+) -> None:
+    """Post one update to a job and print the new state."""
+    fields: dict[str, Any] = {
+        "status": status if status is not None else UNSET,
+        "progress": progress if progress is not None else UNSET,
+        "message": message if message is not None else UNSET,
+    }
+    if data is not None:
+        try:
+            fields["data"] = json.loads(data)
+        except ValueError as exc:
+            _fail(f"--data is not JSON: {exc}")
+    with Admin(url, admin_token) as admin:
+        result = _call(lambda: admin.update_job(job, **fields))
+    out.print_json(data=result)
+
+
+@app.command()
+def announce(
+    text: Annotated[str, typer.Argument(help="What to announce.")],
+    level: Annotated[str, typer.Option(help="info, warning or critical.")] = "info",
+    room: Annotated[str | None, typer.Option(help="Only to this chat room.")] = None,
+    url: Url = DEFAULT_URL,
+    admin_token: AdminToken = None,
+) -> None:
+    """Announce to every /info client, or to one room."""
+    with Admin(url, admin_token) as admin:
+        result = _call(lambda: admin.announce(text, level=level, room=room))
+    out.print_json(data=result)
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Argument(help="Whom the token is for (the JWT sub).")],
+    name: Annotated[str | None, typer.Option(help="Display name in chat.")] = None,
+    job: Annotated[
+        list[str] | None, typer.Option("--job", help="Job id glob it may watch (repeatable).")
+    ] = None,
+    room: Annotated[
+        list[str] | None, typer.Option("--room", help="Room glob it may join (repeatable).")
+    ] = None,
+    ttl: Annotated[int, typer.Option(help="Seconds until it expires.")] = 3600,
+    url: Url = DEFAULT_URL,
+    admin_token: AdminToken = None,
+) -> None:
+    """Mint a client token (the server needs a client secret)."""
+    with Admin(url, admin_token) as admin:
+        result = _call(
+            lambda: admin.mint_token(
+                sub, name=name or UNSET, jobs=job or UNSET, rooms=room or UNSET, ttl=ttl
+            )
+        )
+    print(result["token"])
+    err.print(f"expires at {result['expires_at']}")
+
+
+@app.command()
+def chat(
+    room: Annotated[str, typer.Argument(help="The room to join.")],
+    name: Annotated[str | None, typer.Option(help="Your display name.")] = None,
+    url: Url = DEFAULT_URL,
+    token: ClientToken = None,
+) -> None:
+    """Join a chat room: type lines to send them, see the room live. Ctrl-D leaves."""
+    _run(_chat(room, name, url, token))
+
+
+async def _chat(room: str, name: str | None, url: str, token: str | None) -> None:
+    def show(message: dict[str, Any]) -> None:
+        sender = message["sender"]["name"] or message["sender"]["id"]
+        out.print(f"[dim]{message['ts'][11:19]}[/] [bold]{sender}[/]: {message['text']}")
+
+    def presence(body: dict[str, Any]) -> None:
+        change = "joined" if "joined" in body else "left"
+        who = body[change]
+        out.print(f"[dim]* {who['name'] or who['id']} {change}[/]")
+
+    async with SwitchboardClient(url, token=token, name=name) as client:
+        client.on("message", show)
+        client.on("presence", presence)
+        client.on("announcement", lambda a: out.print(f"[yellow]! {a['text']}[/]"))
+        joined = await client.join(room)
+        for message in joined["history"]:
+            show(message)
+        members = ", ".join(m["name"] or m["id"] for m in joined["members"])
+        out.print(f"[dim]* in {room}: {members}[/]")
+        loop = asyncio.get_running_loop()
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            if line.strip():
+                show(await client.send(room, line.rstrip("\n")))
+
+
+def _run(work: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        return asyncio.run(work)
+    except SwitchboardError as exc:
+        _fail(f"{exc.code}: {exc.message}", code=EXIT_ERROR)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _call(request: Any) -> Any:
+    try:
+        return request()
+    except SwitchboardError as exc:
+        _fail(f"{exc.code}: {exc.message}")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,266 @@
+"""/api routes and the middlewares around them; thin: parse, call the hub, answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any, get_args
+
+from aiohttp import web
+
+from .auth import Auth
+from .errors import ApiError, invalid_payload, not_found, unavailable
+from .hub import Hub
+from .metrics import Metrics
+from .models import AnnouncementIn, JobCreate, JobUpdate, Status, TokenIn, check_job_id, new_id
+from .storage import StoreUnavailable
+from .storage.base import IDEMPOTENCY_TTL
+
+log = logging.getLogger("switchboard.http")
+
+MAX_BODY = 1024 * 1024
+IDEMPOTENCY_KEY = web.RequestKey("idempotency_key", str)
+IDEMPOTENCY_STORED = web.RequestKey("idempotency_stored", bool)
+KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+STATUSES = get_args(Status)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+AUTH: web.AppKey[Auth] = web.AppKey("auth", Auth)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+
+HTTP_CODES = {
+    400: "invalid_payload",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    429: "rate_limited",
+}
+
+
+def respond(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(body, status=status, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def error_response(error: ApiError) -> web.Response:
+    return respond(error.body(), error.status)
+
+
+# -- middlewares --------------------------------------------------------------
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as {"error": {...}}; nothing leaves as a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        error = exc
+    except StoreUnavailable as exc:
+        log.error("store unavailable during %s %s: %s", request.method, request.path, exc)
+        error = unavailable()
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = HTTP_CODES.get(exc.status, "invalid_request")
+        message = "request body is over 1 MiB" if exc.status == 413 else exc.reason
+        error = ApiError(exc.status, code, message)
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        error = ApiError(500, "internal", "internal error")
+    request.app[METRICS].rejected.labels(error.code).inc()
+    return error_response(error)
+
+
+@web.middleware
+async def admin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every /api call needs the admin bearer token."""
+    if request.path.startswith("/api/") or request.path == "/api":
+        auth = request.app[AUTH]
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <admin token>")
+        if not auth.is_admin(token):
+            if auth.is_client_token(token):
+                raise ApiError(403, "forbidden", "client tokens cannot call the admin API")
+            raise ApiError(401, "unauthorized", "wrong admin token")
+    return await handler(request)
+
+
+class Idempotency:
+    """Replays the first successful answer to a POST for a given Idempotency-Key."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key")
+        if request.method != "POST" or key is None:
+            return await handler(request)
+        if not KEY_PATTERN.match(key):
+            raise invalid_payload("Idempotency-Key: 1-255 visible ASCII characters")
+        scoped = f"{request.path}\n{key}"
+        lock = self._locks.get(scoped)
+        if lock is None:
+            lock = self._locks[scoped] = asyncio.Lock()
+        async with lock:
+            store = request.app[HUB].store
+            stored = await store.get_response(scoped, time.time())
+            if stored is not None:
+                replay = respond(stored["body"], stored["status"])
+                replay.headers["Idempotent-Replayed"] = "true"
+                return replay
+            request[IDEMPOTENCY_KEY] = scoped
+            response = await handler(request)
+            if (
+                isinstance(response, web.Response)
+                and 200 <= response.status < 300
+                and not request.get(IDEMPOTENCY_STORED)
+                and response.body is not None
+            ):
+                body = json.loads(response.body) if response.body else None  # type: ignore[arg-type]
+                await store.put_response(
+                    scoped, {"status": response.status, "body": body}, time.time() + IDEMPOTENCY_TTL
+                )
+            return response
+
+
+# -- helpers ------------------------------------------------------------------
+
+
+async def read_json(request: web.Request) -> Any:
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise ApiError(413, "payload_too_large", "request body is over 1 MiB")
+    raw = await request.read()
+    if not raw.strip():
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid_payload(f"{name}: must be an integer") from None
+    if not low <= value <= high:
+        raise invalid_payload(f"{name}: must be between {low} and {high}")
+    return value
+
+
+def path_job_id(request: web.Request) -> str:
+    return check_job_id(request.match_info["job_id"], allow_all=False)
+
+
+# -- routes ---------------------------------------------------------------------
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/api/jobs")
+async def create_job(request: web.Request) -> web.Response:
+    payload = JobCreate.parse(await read_json(request))
+    job = await _write(request, payload.id or new_id(), payload, create=True)
+    return respond(job, 201)
+
+
+@routes.post("/api/jobs/{job_id}/updates")
+async def update_job(request: web.Request) -> web.Response:
+    job_id = path_job_id(request)
+    payload = JobUpdate.parse(await read_json(request))
+    job = await _write(request, job_id, payload, create=False)
+    return respond(job, 201 if job["seq"] == 1 else 200)
+
+
+async def _write(
+    request: web.Request, job_id: str, payload: JobCreate | JobUpdate, *, create: bool
+) -> Any:
+    key = request.get(IDEMPOTENCY_KEY)
+    job = await request.app[HUB].write_job(job_id, payload, create=create, idempotency_key=key)
+    request[IDEMPOTENCY_STORED] = key is not None
+    return job
+
+
+@routes.get("/api/jobs/{job_id}")
+async def get_job(request: web.Request) -> web.Response:
+    job_id = path_job_id(request)
+    job = await request.app[HUB].store.get_job(job_id)
+    if job is None:
+        raise not_found(f"no job {job_id!r}")
+    return respond(job)
+
+
+@routes.get("/api/jobs/{job_id}/events")
+async def job_events(request: web.Request) -> web.Response:
+    job_id = path_job_id(request)
+    since = query_int(request, "since", 0, 0, 2**53)
+    limit = query_int(request, "limit", 1000, 1, 1000)
+    job, events, reset = await request.app[HUB].catch_up(job_id, since, limit)
+    if job is None:
+        raise not_found(f"no job {job_id!r}")
+    return respond({"events": events, "reset": reset})
+
+
+@routes.get("/api/jobs")
+async def list_jobs(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise invalid_payload(f"status: must be one of {', '.join(STATUSES)}")
+    limit = query_int(request, "limit", 100, 1, 1000)
+    return respond({"jobs": await request.app[HUB].store.list_jobs(status, limit)})
+
+
+@routes.delete("/api/jobs/{job_id}")
+async def delete_job(request: web.Request) -> web.Response:
+    job_id = path_job_id(request)
+    if not await request.app[HUB].store.delete_job(job_id):
+        raise not_found(f"no job {job_id!r}")
+    return web.Response(status=204)
+
+
+@routes.post("/api/announcements")
+async def announce(request: web.Request) -> web.Response:
+    payload = AnnouncementIn.parse(await read_json(request))
+    return respond(await request.app[HUB].announce(payload), 201)
+
+
+@routes.get("/api/announcements")
+async def announcements(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 50, 1, 1000)
+    found = await request.app[HUB].store.recent_announcements(limit)
+    return respond({"announcements": found})
+
+
+@routes.post("/api/tokens")
+async def mint_token(request: web.Request) -> web.Response:
+    payload = TokenIn.parse(await read_json(request))
+    auth = request.app[AUTH]
+    if auth.client_secret is None:
+        raise ApiError(400, "no_client_secret", "set SWITCHBOARD_CLIENT_SECRET to mint tokens")
+    token, expires_at = auth.mint(
+        payload.sub, name=payload.name, jobs=payload.jobs, rooms=payload.rooms, ttl=payload.ttl
+    )
+    return respond({"token": token, "expires_at": expires_at}, 201)

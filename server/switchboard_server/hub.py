@@ -1,0 +1,189 @@
+"""The one place that changes state: validate, store durably, then broadcast."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any
+
+from .errors import unavailable
+from .metrics import Metrics
+from .models import (
+    Announcement,
+    AnnouncementIn,
+    ChatMessage,
+    Job,
+    JobChange,
+    Member,
+    apply_change,
+    new_id,
+    now_iso,
+)
+from .settings import Settings
+from .storage import Store, StoreUnavailable
+
+log = logging.getLogger("switchboard.hub")
+
+JOB_NS = "/job"
+INFO_NS = "/info"
+ALL_JOBS_ROOM = "job:*"  # job ids never contain '*'
+PURGE_EVERY = 60.0
+
+
+def job_room(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def chat_room(room: str) -> str:
+    return f"room:{room}"
+
+
+class Hub:
+    def __init__(self, store: Store, sio: Any, metrics: Metrics, settings: Settings) -> None:
+        self.store = store
+        self.sio = sio
+        self.metrics = metrics
+        self.settings = settings
+        # One broadcaster emits committed events in commit order, whatever the manager.
+        self._outbox: asyncio.Queue[tuple[Job, float]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._broadcast_loop(), name="switchboard-broadcast"),
+            asyncio.create_task(self._purge_loop(), name="switchboard-purge"),
+        ]
+
+    async def stop(self) -> None:
+        """Emit what is committed but not yet sent, then stop the background tasks."""
+        await self._outbox.join()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- jobs ----------------------------------------------------------------
+
+    async def write_job(
+        self,
+        job_id: str,
+        change: JobChange,
+        *,
+        create: bool = False,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Apply one update; returns the committed state. The broadcast follows."""
+        accepted = time.perf_counter()
+        mutate = partial(apply_change, job_id, change=change, create=create)
+        try:
+            job = await self.store.apply(job_id, mutate, idempotency_key)
+        except StoreUnavailable as exc:
+            log.error("store refused an update of %s: %s", job_id, exc)
+            raise unavailable() from None
+        self._outbox.put_nowait((job, accepted))
+        return job
+
+    async def _broadcast_loop(self) -> None:
+        while True:
+            job, accepted = await self._outbox.get()
+            try:
+                await self._emit(
+                    JOB_NS, "job:update", job, [job_room(job["id"]), ALL_JOBS_ROOM]
+                )
+                self.metrics.published.inc()
+                self.metrics.publish_seconds.observe(time.perf_counter() - accepted)
+            except Exception:
+                log.exception("broadcast of %s seq %s failed", job["id"], job["seq"])
+            finally:
+                self._outbox.task_done()
+
+    async def catch_up(
+        self, job_id: str, since: int | None, limit: int | None = None
+    ) -> tuple[Job | None, list[Job], bool]:
+        """(current state, kept events with seq > since, reset: events are missing before them)."""
+        try:
+            job = await self.store.get_job(job_id)
+            if since is None:
+                return job, [], False
+            if job is None:
+                return None, [], since > 0
+            if since >= job["seq"]:
+                return job, [], since > job["seq"]
+            events = await self.store.events_after(job_id, since, limit or self.settings.history)
+        except StoreUnavailable as exc:
+            raise unavailable(str(exc)) from None
+        reset = not events or events[0]["seq"] != since + 1
+        return job, events, reset
+
+    # -- /info -------------------------------------------------------------
+
+    async def announce(self, payload: AnnouncementIn) -> Announcement:
+        announcement: Announcement = {
+            "id": new_id(),
+            "level": payload.level,
+            "text": payload.text,
+            "room": payload.room,
+            "ts": now_iso(),
+        }
+        await self._stored(self.store.add_announcement(announcement))
+        room = chat_room(payload.room) if payload.room else None
+        await self._emit(INFO_NS, "announcement", announcement, room)
+        return announcement
+
+    async def post_message(self, room: str, text: str, sender: Member, sid: str) -> ChatMessage:
+        message: ChatMessage = {
+            "id": new_id(),
+            "room": room,
+            "text": text,
+            "sender": sender,
+            "ts": now_iso(),
+        }
+        await self._stored(self.store.add_message(message))
+        await self._emit(INFO_NS, "message", message, chat_room(room), skip_sid=sid)
+        return message
+
+    async def presence(self, room: str, change: str, member: Member, sid: str) -> None:
+        body = {"room": room, change: member}
+        await self._emit(INFO_NS, "presence", body, chat_room(room), skip_sid=sid)
+
+    # -- helpers -------------------------------------------------------------
+
+    async def _stored(self, write: Any) -> None:
+        try:
+            await write
+        except StoreUnavailable as exc:
+            raise unavailable(str(exc)) from None
+
+    async def _emit(
+        self,
+        namespace: str,
+        event: str,
+        body: Any,
+        to: str | list[str] | None,
+        skip_sid: str | None = None,
+    ) -> None:
+        recipients = sum(
+            1
+            for sid, _ in self.sio.manager.get_participants(namespace, to)
+            if sid != skip_sid
+        )
+        await self.sio.emit(event, body, to=to, namespace=namespace, skip_sid=skip_sid)
+        self.metrics.deliveries.labels(namespace, event).inc(recipients)
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(PURGE_EVERY)
+            await self.purge()
+
+    async def purge(self) -> int:
+        cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.retention)
+        cutoff_iso = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        with contextlib.suppress(StoreUnavailable):
+            removed = await self.store.purge(cutoff_iso, time.time())
+            if removed:
+                log.info("forgot %d finished jobs older than the retention", removed)
+            return removed
+        return 0

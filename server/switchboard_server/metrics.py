@@ -1,0 +1,72 @@
+"""Prometheus metrics, one registry per app (no globals, so tests can run apps side by side)."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+NAMESPACES = ("/job", "/info")
+TRANSPORTS = ("websocket", "polling")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.published = Counter(
+            "switchboard_events_published",
+            "Job events committed and broadcast.",
+            registry=self.registry,
+        )
+        self.deliveries = Counter(
+            "switchboard_deliveries",
+            "Events sent to connected clients of this process.",
+            ["namespace", "event"],
+            registry=self.registry,
+        )
+        self.publish_seconds = Histogram(
+            "switchboard_publish_seconds",
+            "From accepting a job update to handing its event to the sockets.",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "switchboard_rejected",
+            "Requests and socket events refused, by error code.",
+            ["code"],
+            registry=self.registry,
+        )
+
+    def watch_connections(self, sio: Any) -> None:
+        self.registry.register(_Connections(sio))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _Connections(Collector):
+    """Counts sockets at scrape time, so upgrades and drops are always reflected."""
+
+    def __init__(self, sio: Any) -> None:
+        self.sio = sio
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "switchboard_connections",
+            "Connected Socket.IO clients.",
+            labels=["namespace", "transport"],
+        )
+        counts: Tally[tuple[str, str]] = Tally()
+        for namespace in NAMESPACES:
+            for _, eio_sid in list(self.sio.manager.get_participants(namespace, None)):
+                socket = self.sio.eio.sockets.get(eio_sid)
+                if socket is not None:
+                    counts[namespace, "websocket" if socket.upgraded else "polling"] += 1
+        for namespace in NAMESPACES:
+            for transport in TRANSPORTS:
+                family.add_metric([namespace, transport], counts[namespace, transport])
+        yield family

@@ -1,0 +1,223 @@
+"""The shapes that cross the wire, their validation, and the one rule that advances a job."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self, TypedDict
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ApiError, from_validation, invalid_payload
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+MAX_DATA_BYTES = 64 * 1024
+
+JobId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+RoomName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+Level = Literal["info", "warning", "critical"]
+Progress = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Glob = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Job(TypedDict):
+    """A job's full state; every event is one of these, with its `seq`."""
+
+    id: str
+    status: str
+    progress: float | None
+    message: str | None
+    data: dict[str, Any]
+    seq: int
+    created_at: str
+    updated_at: str
+
+
+class Member(TypedDict):
+    id: str
+    name: str | None
+
+
+class Announcement(TypedDict):
+    id: str
+    level: str
+    text: str
+    room: str | None
+    ts: str
+
+
+class ChatMessage(TypedDict):
+    id: str
+    room: str
+    text: str
+    sender: Member
+    ts: str
+
+
+def now_iso() -> str:
+    """RFC 3339 UTC with milliseconds; sorts as text."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Payload(BaseModel):
+    """Strict: no coercion of "5" into 5, no unknown fields."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    @classmethod
+    def parse(cls, raw: object) -> Self:
+        if not isinstance(raw, dict):
+            raise invalid_payload(f"payload must be a JSON object, not {json_type(raw)}")
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise from_validation(exc) from None
+
+
+class JobChange(Payload):
+    status: Status | None = None
+    progress: Progress | None = None
+    message: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    data: dict[str, Any] | None = None
+
+    @field_validator("status", "data")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must not be null")
+        return value
+
+    @field_validator("data")
+    @classmethod
+    def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
+        except (TypeError, ValueError):
+            raise ValueError("must be plain JSON") from None
+        if len(encoded.encode()) > MAX_DATA_BYTES:
+            raise ValueError(f"must encode to at most {MAX_DATA_BYTES} bytes")
+        return value
+
+
+class JobCreate(JobChange):
+    id: JobId | None = None
+
+
+class JobUpdate(JobChange):
+    @model_validator(mode="after")
+    def _at_least_one(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give at least one of status, progress, message, data")
+        return self
+
+
+def apply_change(job_id: str, current: Job | None, change: JobChange, *, create: bool) -> Job:
+    """The job's state after `change`; raises the 409s. `create` refuses an existing job."""
+    if current is not None and create:
+        raise ApiError(409, "job_exists", f"job {job_id!r} already exists")
+    if current is not None and current["status"] in TERMINAL:
+        raise ApiError(409, "job_finished", f"job {job_id!r} is {current['status']}")
+    given = change.model_fields_set
+    now = now_iso()
+    base: Job = current or {
+        "id": job_id,
+        "status": "queued",
+        "progress": None,
+        "message": None,
+        "data": {},
+        "seq": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return {
+        "id": job_id,
+        "status": change.status if change.status is not None else base["status"],
+        "progress": change.progress if "progress" in given else base["progress"],
+        "message": change.message if "message" in given else base["message"],
+        "data": change.data if change.data is not None else base["data"],
+        "seq": base["seq"] + 1,
+        "created_at": base["created_at"],
+        "updated_at": now,
+    }
+
+
+class AnnouncementIn(Payload):
+    text: Text
+    level: Level = "info"
+    room: RoomName | None = None
+
+
+class TokenIn(Payload):
+    sub: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    name: Annotated[str, StringConstraints(max_length=64)] | None = None
+    jobs: Annotated[list[Glob], Field(max_length=100)] | None = None
+    rooms: Annotated[list[Glob], Field(max_length=100)] | None = None
+    ttl: int = Field(3600, ge=1, le=366 * 24 * 3600)
+
+
+class SubscribeIn(Payload):
+    job_id: str
+    since: Annotated[int, Field(ge=0)] | None = None
+
+
+class UnsubscribeIn(Payload):
+    job_id: str
+
+
+class RoomIn(Payload):
+    room: RoomName
+
+
+class MessageIn(Payload):
+    room: RoomName
+    text: Text
+
+
+class RecentIn(Payload):
+    limit: int = Field(20, ge=1, le=100)
+
+
+JOB_ID_ADAPTER_ERROR = (
+    "job_id: must be '*' or 1-128 characters of letters, digits and ._:- starting with a letter "
+    "or digit"
+)
+
+
+def check_job_id(job_id: str, *, allow_all: bool) -> str:
+    """A job id, or '*' where all jobs are meant; anything else (globs included) is refused."""
+    if allow_all and job_id == "*":
+        return job_id
+    try:
+        _JobIdModel(id=job_id)
+    except ValidationError:
+        raise invalid_payload(JOB_ID_ADAPTER_ERROR) from None
+    return job_id
+
+
+class _JobIdModel(BaseModel):
+    id: JobId
+
+
+def json_type(value: object) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    return "number" if isinstance(value, int | float) else type(value).__name__

@@ -1,0 +1,5 @@
+from .base import Context, SwitchboardServer
+from .info import InfoNamespace
+from .job import JobNamespace
+
+__all__ = ["Context", "InfoNamespace", "JobNamespace", "SwitchboardServer"]

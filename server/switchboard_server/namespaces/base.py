@@ -1,0 +1,132 @@
+"""What /job and /info share: auth at connect, one guarded dispatch, errors as acks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import socketio
+
+from ..auth import Auth, Identity, Unauthorized
+from ..errors import ApiError, invalid_payload, unavailable
+from ..hub import Hub
+from ..limits import TokenBucket
+from ..metrics import Metrics
+from ..models import Member, Payload
+from ..settings import Settings
+from ..storage import StoreUnavailable
+
+log = logging.getLogger("switchboard.socket")
+
+# Whether the event being handled carries an ack id; set per event by SwitchboardServer.
+ack_requested: ContextVar[bool] = ContextVar("ack_requested", default=True)
+
+
+class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
+    """AsyncServer that tells handlers whether the client asked for an ack."""
+
+    async def _handle_event_internal(
+        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
+    ) -> None:
+        ack_requested.set(id is not None)
+        await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+
+
+@dataclass
+class Connection:
+    identity: Identity
+    member: Member
+    bucket: TokenBucket
+    subscriptions: set[str] = field(default_factory=set)
+    rooms: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every namespace needs, built once by create_app."""
+
+    hub: Hub
+    auth: Auth
+    metrics: Metrics
+    settings: Settings
+
+
+Handler = Callable[[str, Connection, Any], Awaitable[dict[str, Any]]]
+
+
+class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
+    # event name -> (payload model, method name)
+    events: ClassVar[dict[str, tuple[type[Payload], str]]] = {}
+
+    def __init__(self, namespace: str, context: Context) -> None:
+        super().__init__(namespace)
+        self.ctx = context
+        self.conns: dict[str, Connection] = {}
+
+    async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        try:
+            identity = self.ctx.auth.identify(auth)
+        except Unauthorized as exc:
+            self.ctx.metrics.rejected.labels("unauthorized").inc()
+            log.info("refused %s on %s: %s", sid, self.namespace, exc)
+            raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
+        settings = self.ctx.settings
+        self.conns[sid] = Connection(
+            identity=identity,
+            member={"id": identity.sub or sid, "name": identity.name},
+            bucket=TokenBucket(settings.rate_per_second, settings.rate_burst),
+        )
+
+    async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        conn = self.conns.pop(sid, None)
+        if conn is not None:
+            await self.closed(sid, conn)
+
+    async def closed(self, sid: str, conn: Connection) -> None:
+        """Hook for cleanup when a connection goes away."""
+
+    async def trigger_event(self, event: Any, *args: Any) -> Any:
+        if event in ("connect", "disconnect"):
+            return await super().trigger_event(event, *args)
+        sid, payload = args[0], args[1:]
+        try:
+            return {"ok": True, **await self._dispatch(event, sid, payload)}
+        except ApiError as exc:
+            error = exc
+        except StoreUnavailable as exc:
+            error = unavailable(str(exc))
+        except Exception:
+            log.exception("handler for %r on %s failed", event, self.namespace)
+            error = unavailable("internal error, try again")
+        return await self._refuse(sid, event, error)
+
+    async def _dispatch(self, event: Any, sid: str, payload: tuple[Any, ...]) -> dict[str, Any]:
+        conn = self.conns.get(sid)
+        if conn is None:
+            raise unavailable("not connected")
+        if not conn.bucket.take():
+            if conn.bucket.flooding:
+                log.warning("disconnecting %s on %s: flooding", sid, self.namespace)
+                await self.disconnect(sid)
+            raise ApiError(429, "rate_limited", "too many events, slow down")
+        spec = self.events.get(event) if isinstance(event, str) else None
+        if spec is None:
+            known = ", ".join(sorted(self.events))
+            raise invalid_payload(f"unknown event {event!r} on {self.namespace} (use {known})")
+        if len(payload) > 1:
+            raise invalid_payload("send one payload object")
+        model, method = spec
+        handler: Handler = getattr(self, method)
+        return await handler(sid, conn, model.parse(payload[0] if payload else {}))
+
+    async def _refuse(self, sid: str, event: Any, error: ApiError) -> dict[str, Any]:
+        self.ctx.metrics.rejected.labels(error.code).inc()
+        body: dict[str, Any] = {"ok": False, **error.body()}
+        if not ack_requested.get():
+            notice = {**body, "event": event if isinstance(event, str) else repr(event)}
+            await self.emit("error", notice, to=sid)
+        return body
+

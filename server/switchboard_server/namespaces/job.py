@@ -1,0 +1,50 @@
+"""/job: subscribe to one job (with resume by seq) or to all of them."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..errors import forbidden
+from ..hub import ALL_JOBS_ROOM, job_room
+from ..models import Payload, SubscribeIn, UnsubscribeIn, check_job_id
+from .base import BaseNamespace, Connection
+
+RECENT_JOBS = 100
+
+
+class JobNamespace(BaseNamespace):
+    events: ClassVar[dict[str, tuple[type[Payload], str]]] = {
+        "subscribe": (SubscribeIn, "subscribe"),
+        "unsubscribe": (UnsubscribeIn, "unsubscribe"),
+    }
+
+    async def subscribe(self, sid: str, conn: Connection, payload: SubscribeIn) -> dict[str, Any]:
+        job_id = check_job_id(payload.job_id, allow_all=True)
+        if job_id == "*":
+            if not conn.identity.may_watch_all():
+                raise forbidden("your token does not grant every job")
+            await self._join(sid, conn, ALL_JOBS_ROOM)
+            return {"jobs": await self.ctx.hub.store.list_jobs(None, RECENT_JOBS)}
+        if not conn.identity.may_watch(job_id):
+            raise forbidden(f"your token does not grant job {job_id!r}")
+        # Join first, then read: an event committed meanwhile arrives live or in `missed`
+        # (or both; the client drops seqs it has seen), never in neither.
+        await self._join(sid, conn, job_room(job_id))
+        job, missed, reset = await self.ctx.hub.catch_up(job_id, payload.since)
+        return {"job": job, "missed": missed, "reset": reset}
+
+    async def unsubscribe(
+        self, sid: str, conn: Connection, payload: UnsubscribeIn
+    ) -> dict[str, Any]:
+        job_id = check_job_id(payload.job_id, allow_all=True)
+        room = ALL_JOBS_ROOM if job_id == "*" else job_room(job_id)
+        conn.subscriptions.discard(room)
+        await self.leave_room(sid, room)
+        return {}
+
+    async def _join(self, sid: str, conn: Connection, room: str) -> None:
+        limit = self.ctx.settings.max_subscriptions
+        if room not in conn.subscriptions and len(conn.subscriptions) >= limit:
+            raise forbidden(f"at most {limit} subscriptions per connection")
+        conn.subscriptions.add(room)
+        await self.enter_room(sid, room)

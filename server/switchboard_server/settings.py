@@ -1,0 +1,43 @@
+"""One Settings object: every option is a `switchboard serve` flag and a SWITCHBOARD_* variable."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8001, ge=0, le=65535)
+    store: str = "sqlite:///switchboard.db"
+    admin_token: SecretStr | None = None
+    client_secret: SecretStr | None = None
+    # Empty means same-origin only; "*" allows every origin.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    ping_interval: float = Field(25.0, gt=0)
+    ping_timeout: float = Field(20.0, gt=0)
+    history: int = Field(1000, ge=1)
+    retention: float = Field(7 * 24 * 3600.0, gt=0, description="seconds to keep finished jobs")
+    rate_per_second: float = Field(20.0, gt=0)
+    rate_burst: int = Field(40, ge=1)
+    max_subscriptions: int = Field(100, ge=1)
+    max_rooms: int = Field(20, ge=1)
+    max_packet_bytes: int = Field(1_000_000, ge=1024)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"

@@ -1,0 +1,39 @@
+"""Pick a store by URL: memory://, sqlite:///path (the default), redis://host:port/db."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .base import Store, StoredResponse, StoreUnavailable, job_response
+
+__all__ = ["Store", "StoreUnavailable", "StoredResponse", "describe_store", "job_response", "open_store"]
+
+
+def open_store(url: str, *, history: int) -> Store:
+    """A closed store for `url`; the caller awaits `open()`."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore(history=history)
+    if scheme == "sqlite":
+        from .sqlite import SqliteStore
+
+        return SqliteStore(sqlite_path(url), history=history)
+    raise ValueError(f"unknown store {url!r}: use memory://, sqlite:///path or redis://host:port/db")
+
+
+def sqlite_path(url: str) -> str:
+    """sqlite:///rel.db is relative to the working directory, sqlite:////abs.db absolute."""
+    path = url.removeprefix("sqlite://")
+    path = path[1:] if path.startswith("/") else path
+    return path or "switchboard.db"
+
+
+def describe_store(url: str) -> str:
+    """The URL without a password, for logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url

@@ -1,0 +1,115 @@
+"""The small interface every store implements; the hub is its only caller."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any, TypedDict
+
+from ..models import Announcement, ChatMessage, Job, Member
+
+CHAT_HISTORY = 50
+KEEP_ANNOUNCEMENTS = 1000
+IDEMPOTENCY_TTL = 24 * 3600.0
+
+# Turns the current state (None: unknown job) into the next one, or raises ApiError.
+Mutation = Callable[[Job | None], Job]
+
+
+class StoredResponse(TypedDict):
+    status: int
+    body: Any
+
+
+def job_response(job: Job) -> StoredResponse:
+    """What an HTTP write of `job` answered: 201 when it created the job (seq 1), else 200."""
+    return {"status": 201 if job["seq"] == 1 else 200, "body": job}
+
+
+class StoreUnavailable(Exception):
+    """The backend cannot be reached or refused to commit; callers answer 503."""
+
+
+class Store(ABC):
+    def __init__(self, *, history: int) -> None:
+        self.history = history
+        self._members: dict[str, dict[str, Member]] = {}
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect and prepare; called once before use."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Flush what is pending and release resources."""
+
+    @abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreUnavailable when the backend is not reachable."""
+
+    @abstractmethod
+    async def apply(
+        self, job_id: str, mutate: Mutation, idempotency_key: str | None = None
+    ) -> Job:
+        """Atomically advance one job: read, mutate, write the job and its event, trim history.
+
+        Returns once the result is committed. With `idempotency_key`, the HTTP answer
+        (job_response) is committed in the same transaction.
+        """
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> Job | None: ...
+
+    @abstractmethod
+    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
+        """Most recently updated first."""
+
+    @abstractmethod
+    async def events_after(self, job_id: str, since: int, limit: int) -> list[Job]:
+        """Kept events with seq > since, oldest first."""
+
+    @abstractmethod
+    async def delete_job(self, job_id: str) -> bool: ...
+
+    @abstractmethod
+    async def purge(self, finished_before: str, now: float) -> int:
+        """Forget finished jobs last updated before `finished_before`, and expired responses."""
+
+    @abstractmethod
+    async def add_announcement(self, announcement: Announcement) -> None: ...
+
+    @abstractmethod
+    async def recent_announcements(
+        self, limit: int, rooms: Iterable[str] | None = None
+    ) -> list[Announcement]:
+        """Newest first. With `rooms`, those to everyone plus those to the given rooms."""
+
+    @abstractmethod
+    async def add_message(self, message: ChatMessage) -> None: ...
+
+    @abstractmethod
+    async def recent_messages(self, room: str) -> list[ChatMessage]:
+        """The last CHAT_HISTORY messages of a room, oldest first."""
+
+    @abstractmethod
+    async def get_response(self, key: str, now: float) -> StoredResponse | None: ...
+
+    @abstractmethod
+    async def put_response(self, key: str, response: StoredResponse, expires: float) -> None: ...
+
+    # Presence: who is in a room right now. A single process keeps it in memory;
+    # stores shared by several processes override these.
+
+    async def add_member(self, room: str, conn: str, member: Member) -> None:
+        self._members.setdefault(room, {})[conn] = member
+
+    async def remove_member(self, room: str, conn: str) -> None:
+        members = self._members.get(room)
+        if members is not None:
+            members.pop(conn, None)
+            if not members:
+                del self._members[room]
+
+    async def members(self, room: str) -> list[Member]:
+        """Distinct members (by id) of a room."""
+        unique = {m["id"]: m for m in self._members.get(room, {}).values()}
+        return list(unique.values())
+

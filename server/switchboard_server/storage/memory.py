@@ -1,0 +1,107 @@
+"""memory:// — everything in dicts; for tests and demos, lost at exit."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from ..models import TERMINAL, Announcement, ChatMessage, Job
+from .base import (
+    CHAT_HISTORY,
+    IDEMPOTENCY_TTL,
+    KEEP_ANNOUNCEMENTS,
+    Mutation,
+    Store,
+    StoredResponse,
+    job_response,
+)
+
+
+class MemoryStore(Store):
+    def __init__(self, *, history: int) -> None:
+        super().__init__(history=history)
+        self._jobs: dict[str, Job] = {}
+        self._events: dict[str, deque[Job]] = {}
+        self._announcements: deque[Announcement] = deque(maxlen=KEEP_ANNOUNCEMENTS)
+        self._messages: dict[str, deque[ChatMessage]] = {}
+        self._responses: dict[str, tuple[float, StoredResponse]] = {}
+
+    async def ping(self) -> None:
+        return None
+
+    async def apply(
+        self, job_id: str, mutate: Mutation, idempotency_key: str | None = None
+    ) -> Job:
+        # No await between read and write: atomic on the event loop.
+        job = mutate(copy.deepcopy(self._jobs.get(job_id)))
+        if job["seq"] == 1:
+            self._events[job_id] = deque(maxlen=self.history)
+        self._jobs[job_id] = job
+        self._events[job_id].append(job)
+        if idempotency_key is not None:
+            self._responses[idempotency_key] = (
+                time.time() + IDEMPOTENCY_TTL,
+                job_response(job),
+            )
+        return copy.deepcopy(job)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        return copy.deepcopy(self._jobs.get(job_id))
+
+    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
+        jobs = [j for j in self._jobs.values() if status is None or j["status"] == status]
+        jobs.sort(key=lambda j: j["updated_at"], reverse=True)
+        return copy.deepcopy(jobs[:limit])
+
+    async def events_after(self, job_id: str, since: int, limit: int) -> list[Job]:
+        events = [e for e in self._events.get(job_id, ()) if e["seq"] > since]
+        return copy.deepcopy(events[:limit])
+
+    async def delete_job(self, job_id: str) -> bool:
+        self._events.pop(job_id, None)
+        return self._jobs.pop(job_id, None) is not None
+
+    async def purge(self, finished_before: str, now: float) -> int:
+        old = [
+            job_id
+            for job_id, job in self._jobs.items()
+            if job["status"] in TERMINAL and job["updated_at"] < finished_before
+        ]
+        for job_id in old:
+            await self.delete_job(job_id)
+        for key in [k for k, (expires, _) in self._responses.items() if expires <= now]:
+            del self._responses[key]
+        return len(old)
+
+    async def add_announcement(self, announcement: Announcement) -> None:
+        self._announcements.append(announcement)
+
+    async def recent_announcements(
+        self, limit: int, rooms: Iterable[str] | None = None
+    ) -> list[Announcement]:
+        wanted = None if rooms is None else set(rooms)
+        found = [
+            a
+            for a in reversed(self._announcements)
+            if wanted is None or a["room"] is None or a["room"] in wanted
+        ]
+        return found[:limit]
+
+    async def add_message(self, message: ChatMessage) -> None:
+        room = message["room"]
+        self._messages.setdefault(room, deque(maxlen=CHAT_HISTORY)).append(message)
+
+    async def recent_messages(self, room: str) -> list[ChatMessage]:
+        return list(self._messages.get(room, ()))
+
+    async def get_response(self, key: str, now: float) -> StoredResponse | None:
+        found = self._responses.get(key)
+        if found is None or found[0] <= now:
+            return None
+        return found[1]
+
+    async def put_response(self, key: str, response: StoredResponse, expires: float) -> None:
+        self._responses[key] = (expires, response)
+

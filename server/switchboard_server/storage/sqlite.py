@@ -1,0 +1,328 @@
+"""sqlite:///path — one durable file, one process.
+
+One thread owns the connection. Writes queue up while a transaction is running and
+the next transaction commits all of them together (group commit): many concurrent
+updates share one fsync, and each caller is answered only after its commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar, cast
+
+from ..errors import ApiError
+from ..models import Announcement, ChatMessage, Job
+from .base import (
+    CHAT_HISTORY,
+    IDEMPOTENCY_TTL,
+    KEEP_ANNOUNCEMENTS,
+    Mutation,
+    Store,
+    StoredResponse,
+    StoreUnavailable,
+    job_response,
+)
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_update ON jobs (updated_at);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS announcements (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    room TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, n);
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    expires REAL NOT NULL,
+    body TEXT NOT NULL
+);
+"""
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, *, history: int) -> None:
+        super().__init__(history=history)
+        self.path = path
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="switchboard-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- plumbing --------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._connect)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+
+    def _connect(self) -> None:
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")  # committed means on disk
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(SCHEMA)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
+        if self._db is not None:
+            await self._run(lambda db: db.close())
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the store's thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._call, fn)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._db is None:
+            raise sqlite3.OperationalError("store is closed")
+        return fn(self._db)
+
+    async def _write(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue `op` for the next transaction; return its result once committed."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+        return await future
+
+    async def _flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                outcomes = await self._run(lambda db: _commit([op for op, _ in batch], db))
+            except (StoreUnavailable, RuntimeError) as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(StoreUnavailable(str(exc)))
+                continue
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+    # -- jobs --------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+
+    async def apply(
+        self, job_id: str, mutate: Mutation, idempotency_key: str | None = None
+    ) -> Job:
+        history = self.history
+
+        def op(db: sqlite3.Connection) -> Job:
+            row = db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            job = mutate(json.loads(row[0]) if row else None)
+            body = _dumps(job)
+            db.execute(
+                "INSERT INTO jobs (id, status, updated_at, body) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
+                " updated_at = excluded.updated_at, body = excluded.body",
+                (job_id, job["status"], job["updated_at"], body),
+            )
+            db.execute(
+                "INSERT INTO events (job_id, seq, body) VALUES (?, ?, ?)",
+                (job_id, job["seq"], body),
+            )
+            if job["seq"] > history:
+                db.execute(
+                    "DELETE FROM events WHERE job_id = ? AND seq <= ?",
+                    (job_id, job["seq"] - history),
+                )
+            if idempotency_key is not None:
+                _put_response(db, idempotency_key, job_response(job), time.time() + IDEMPOTENCY_TTL)
+            return job
+
+        return await self._write(op)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await self._run(
+            lambda db: db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        )
+        return cast(Job, json.loads(row[0])) if row else None
+
+    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
+        def query(db: sqlite3.Connection) -> list[Any]:
+            if status is None:
+                sql, args = "SELECT body FROM jobs ORDER BY updated_at DESC LIMIT ?", (limit,)
+            else:
+                sql = "SELECT body FROM jobs WHERE status = ? ORDER BY updated_at DESC LIMIT ?"
+                args = (status, limit)  # type: ignore[assignment]
+            return db.execute(sql, args).fetchall()
+
+        return [json.loads(body) for (body,) in await self._run(query)]
+
+    async def events_after(self, job_id: str, since: int, limit: int) -> list[Job]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT body FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (job_id, since, limit),
+            ).fetchall()
+        )
+        return [json.loads(body) for (body,) in rows]
+
+    async def delete_job(self, job_id: str) -> bool:
+        def op(db: sqlite3.Connection) -> bool:
+            db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+
+        return await self._write(op)
+
+    async def purge(self, finished_before: str, now: float) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            old = [
+                job_id
+                for (job_id,) in db.execute(
+                    "SELECT id FROM jobs WHERE updated_at < ?"
+                    " AND status IN ('succeeded', 'failed', 'cancelled')",
+                    (finished_before,),
+                )
+            ]
+            for job_id in old:
+                db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            db.execute("DELETE FROM responses WHERE expires <= ?", (now,))
+            return len(old)
+
+        return await self._write(op)
+
+    # -- announcements and chat ---------------------------------------------
+
+    async def add_announcement(self, announcement: Announcement) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO announcements (room, body) VALUES (?, ?)",
+                (announcement["room"], _dumps(announcement)),
+            )
+            db.execute(
+                "DELETE FROM announcements WHERE n <= (SELECT max(n) FROM announcements) - ?",
+                (KEEP_ANNOUNCEMENTS,),
+            )
+
+        await self._write(op)
+
+    async def recent_announcements(
+        self, limit: int, rooms: Iterable[str] | None = None
+    ) -> list[Announcement]:
+        def query(db: sqlite3.Connection) -> list[Any]:
+            if rooms is None:
+                sql, args = "SELECT body FROM announcements ORDER BY n DESC LIMIT ?", [limit]
+            else:
+                names = list(rooms)
+                marks = ",".join("?" * len(names))
+                sql = (
+                    "SELECT body FROM announcements WHERE room IS NULL"
+                    f" OR room IN ({marks}) ORDER BY n DESC LIMIT ?"
+                )
+                args = [*names, limit]
+            return db.execute(sql, args).fetchall()
+
+        return [json.loads(body) for (body,) in await self._run(query)]
+
+    async def add_message(self, message: ChatMessage) -> None:
+        room = message["room"]
+
+        def op(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO messages (room, body) VALUES (?, ?)", (room, _dumps(message)))
+            db.execute(
+                "DELETE FROM messages WHERE room = ? AND n < (SELECT n FROM messages"
+                " WHERE room = ? ORDER BY n DESC LIMIT 1 OFFSET ?)",
+                (room, room, CHAT_HISTORY - 1),
+            )
+
+        await self._write(op)
+
+    async def recent_messages(self, room: str) -> list[ChatMessage]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT body FROM messages WHERE room = ? ORDER BY n DESC LIMIT ?",
+                (room, CHAT_HISTORY),
+            ).fetchall()
+        )
+        return [json.loads(body) for (body,) in reversed(rows)]
+
+    # -- idempotency --------------------------------------------------------
+
+    async def get_response(self, key: str, now: float) -> StoredResponse | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT body FROM responses WHERE key = ? AND expires > ?", (key, now)
+            ).fetchone()
+        )
+        return cast(StoredResponse, json.loads(row[0])) if row else None
+
+    async def put_response(self, key: str, response: StoredResponse, expires: float) -> None:
+        await self._write(lambda db: _put_response(db, key, response, expires))
+
+
+def _put_response(
+    db: sqlite3.Connection, key: str, response: StoredResponse, expires: float
+) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO responses (key, expires, body) VALUES (?, ?, ?)",
+        (key, expires, _dumps(response)),
+    )
+
+
+def _commit(ops: list[Op], db: sqlite3.Connection) -> list[tuple[bool, Any]]:
+    """One transaction for the batch; each op in a savepoint so a refused op writes nothing."""
+    outcomes: list[tuple[bool, Any]] = []
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for op in ops:
+            db.execute("SAVEPOINT op")
+            try:
+                outcomes.append((True, op(db)))
+            except (ApiError, ValueError, TypeError, KeyError) as exc:
+                db.execute("ROLLBACK TO op")
+                outcomes.append((False, exc))
+            db.execute("RELEASE op")
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return outcomes

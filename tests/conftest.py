@@ -1,0 +1,256 @@
+"""Fixtures: real servers on free ports, real Socket.IO clients over each transport."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import socketio
+from aiohttp import web
+
+from switchboard_server import Settings, create_app
+
+ADMIN = "test-admin-token"
+SECRET = "test-client-secret-of-at-least-32-bytes"
+TRANSPORTS = {"websocket": ["websocket"], "polling": ["polling"], "upgrade": None}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    app: web.Application
+    settings: Settings
+
+    @property
+    def sio(self) -> Any:
+        from switchboard_server.app import SIO
+
+        return self.app[SIO]
+
+
+@dataclass
+class Api:
+    """Admin HTTP calls against one server: `status, body = await api.post(path, json=...)`."""
+
+    http: httpx.AsyncClient
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        response = await self.http.request(method, path, **kwargs)
+        body = response.json() if response.content else None
+        return response.status_code, body
+
+    async def get(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> tuple[int, Any]:
+        return await self.request("DELETE", path, **kwargs)
+
+    async def update(self, job_id: str, **fields: Any) -> dict[str, Any]:
+        status, body = await self.post(f"/api/jobs/{job_id}/updates", json=fields)
+        assert status in (200, 201), body
+        return body  # type: ignore[no-any-return]
+
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def start_server() -> AsyncIterator[StartServer]:
+    """Start a real app on a free port; keyword arguments override Settings."""
+    runners: list[web.AppRunner] = []
+
+    async def start(**overrides: Any) -> Server:
+        options: dict[str, Any] = {"store": "memory://", "admin_token": ADMIN, "port": free_port()}
+        options.update(overrides)
+        settings = Settings(**options)
+        app = create_app(settings)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", settings.port).start()
+        runners.append(runner)
+        return Server(f"http://127.0.0.1:{settings.port}", app, settings)
+
+    yield start
+    for runner in reversed(runners):
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def server(start_server: StartServer) -> Server:
+    return await start_server()
+
+
+@pytest.fixture
+async def api(server: Server) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10
+    ) as http:
+        yield Api(http)
+
+
+@pytest.fixture(params=list(TRANSPORTS))
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@dataclass
+class Recorder:
+    """A connected python-socketio client that records what the server pushes."""
+
+    sio: socketio.AsyncClient
+    received: dict[str, list[Any]] = field(default_factory=dict)
+
+    def on(self, event: str, namespace: str) -> None:
+        async def record(body: Any) -> None:
+            self.received.setdefault(event, []).append(body)
+
+        self.sio.on(event, record, namespace=namespace)
+
+    async def call(self, namespace: str, event: str, *args: Any) -> Any:
+        return await self.sio.call(event, args[0] if len(args) == 1 else args, namespace=namespace, timeout=10)
+
+    async def wait_for(self, event: str, count: int = 1, timeout: float = 10.0) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while len(self.received.get(event, [])) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"expected {count} {event!r}, got {self.received.get(event, [])}"
+                )
+            await asyncio.sleep(0.01)
+        return self.received[event]
+
+
+Connect = Callable[..., Awaitable[Recorder]]
+
+
+@pytest.fixture
+async def connect(transport: str) -> AsyncIterator[Connect]:
+    """Connect a recording client over the parametrized transport."""
+    clients: list[socketio.AsyncClient] = []
+
+    async def open_client(
+        url: str,
+        namespaces: tuple[str, ...] = ("/job", "/info"),
+        auth: Any = None,
+        reconnection: bool = False,
+    ) -> Recorder:
+        sio = socketio.AsyncClient(reconnection=reconnection, handle_sigint=False)
+        recorder = Recorder(sio)
+        for event, namespace in (
+            ("job:update", "/job"),
+            ("error", "/job"),
+            ("message", "/info"),
+            ("announcement", "/info"),
+            ("presence", "/info"),
+            ("error", "/info"),
+        ):
+            recorder.on(event, namespace)
+        clients.append(sio)
+        await sio.connect(
+            url,
+            namespaces=list(namespaces),
+            auth=auth,
+            transports=TRANSPORTS[transport],
+            wait_timeout=10,
+        )
+        if transport == "upgrade":
+            await _wait_upgraded(sio)
+        return recorder
+
+    yield open_client
+    for sio in clients:
+        if sio.connected:
+            await sio.disconnect()
+
+
+async def _wait_upgraded(sio: socketio.AsyncClient) -> None:
+    deadline = time.monotonic() + 10
+    while sio.transport() != "websocket":
+        assert time.monotonic() < deadline, "polling never upgraded to websocket"
+        await asyncio.sleep(0.01)
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError("condition never became true")
+        await asyncio.sleep(0.02)
+
+
+# -- server processes (durability, CLI) ------------------------------------------
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self, sig: int = signal.SIGKILL) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=15)
+
+
+def switchboard_cmd() -> list[str]:
+    return [sys.executable, "-m", "switchboard_server"]
+
+
+@pytest.fixture
+def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """Start `switchboard serve` as a real process; every one is killed at the end."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(*args: str, port: int | None = None, env: dict[str, str] | None = None) -> ServerProcess:
+        port = port or free_port()
+        log = tmp_path / f"server-{port}-{len(procs)}.log"
+        environ = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ADMIN, **(env or {})}
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [*switchboard_cmd(), "serve", "--port", str(port), *args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                env=environ,
+            )
+        procs.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        return ServerProcess(url, proc, log)
+
+    yield spawn
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
