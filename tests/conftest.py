@@ -127,7 +127,8 @@ class Recorder:
         self.sio.on(event, record, namespace=namespace)
 
     async def call(self, namespace: str, event: str, *args: Any) -> Any:
-        return await self.sio.call(event, args[0] if len(args) == 1 else args, namespace=namespace, timeout=10)
+        # A tuple is sent as that many arguments: () sends none, (None,) sends null.
+        return await self.sio.call(event, tuple(args), namespace=namespace, timeout=10)
 
     async def wait_for(self, event: str, count: int = 1, timeout: float = 10.0) -> list[Any]:
         deadline = time.monotonic() + timeout

@@ -34,6 +34,14 @@ class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
         ack_requested.set(id is not None)
         await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
 
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        await super()._handle_eio_disconnect(eio_sid, reason)
+        # python-engineio leaves the pending long-poll GET hanging until the ping timeout
+        # when a polling client says goodbye; answer it now so the client closes at once.
+        if socket is not None and not socket.upgraded and reason == self.reason.CLIENT_DISCONNECT:
+            socket.queue.put_nowait(None)
+
 
 @dataclass
 class Connection:
