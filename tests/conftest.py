@@ -37,6 +37,13 @@ class Server:
     url: str
     app: web.Application
     settings: Settings
+    runner: web.AppRunner
+    stopped: bool = False
+
+    async def stop(self) -> None:
+        if not self.stopped:
+            self.stopped = True
+            await self.runner.cleanup()
 
     @property
     def sio(self) -> Any:
@@ -77,7 +84,7 @@ StartServer = Callable[..., Awaitable[Server]]
 @pytest.fixture
 async def start_server() -> AsyncIterator[StartServer]:
     """Start a real app on a free port; keyword arguments override Settings."""
-    runners: list[web.AppRunner] = []
+    servers: list[Server] = []
 
     async def start(**overrides: Any) -> Server:
         options: dict[str, Any] = {"store": "memory://", "admin_token": ADMIN, "port": free_port()}
@@ -87,12 +94,12 @@ async def start_server() -> AsyncIterator[StartServer]:
         runner = web.AppRunner(app)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", settings.port).start()
-        runners.append(runner)
-        return Server(f"http://127.0.0.1:{settings.port}", app, settings)
+        servers.append(Server(f"http://127.0.0.1:{settings.port}", app, settings, runner))
+        return servers[-1]
 
     yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
+    for server in reversed(servers):
+        await server.stop()
 
 
 @pytest.fixture

@@ -103,7 +103,10 @@ class SwitchboardClient:
         self._watches: dict[str, set[_Watch]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, list[Callable[[Event], Any]]] = {}
+        self._refusal: str | None = None
         self.sio.on("connect", self._on_job_connect, namespace=JOB)
+        for namespace in (JOB, INFO):
+            self.sio.on("connect_error", self._on_refused, namespace=namespace)
         self.sio.on("job:update", self._on_job_update, namespace=JOB)
         for event in ("message", "announcement", "presence", "error"):
             self.sio.on(event, self._dispatcher(event), namespace=INFO)
@@ -120,9 +123,12 @@ class SwitchboardClient:
                 wait_timeout=timeout,
             )
         except socketio.exceptions.ConnectionError as exc:
-            message = str(exc.args[0]) if exc.args else str(exc)
-            code = "unauthorized" if "unauthorized" in message else "unreachable"
-            raise SwitchboardError(401 if code == "unauthorized" else 0, code, message) from exc
+            if self._refusal == "unauthorized":
+                raise SwitchboardError(401, "unauthorized", "the server refused the token") from exc
+            raise SwitchboardError(0, "unreachable", self._refusal or str(exc)) from exc
+
+    async def _on_refused(self, data: Any) -> None:
+        self._refusal = data.get("message") if isinstance(data, dict) else str(data)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[AUTH] = auth
     app[METRICS] = metrics
     app.cleanup_ctx.append(_lifetime)
+    app.on_shutdown.append(_drop_sockets)
     app.add_routes(routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -79,6 +80,18 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     yield
     await hub.stop()
     await hub.store.close()
+
+
+async def _drop_sockets(app: web.Application) -> None:
+    """On shutdown, end every transport without a goodbye packet.
+
+    Clients then see a dropped connection and reconnect (to another node behind nginx),
+    where a Socket.IO-level disconnect would tell them to stay away.
+    """
+    sio = app[SIO]
+    for socket in list(sio.eio.sockets.values()):
+        await socket.close(wait=False, abort=True)
+        socket.queue.put_nowait(None)  # answers a pending long-poll, or closes the websocket
 
 
 async def healthz(request: web.Request) -> web.Response:
