@@ -18,7 +18,6 @@ import httpx
 import pytest
 import socketio
 from aiohttp import web
-
 from switchboard_server import Settings, create_app
 
 ADMIN = "test-admin-token"
@@ -198,17 +197,6 @@ async def _wait_upgraded(sio: socketio.AsyncClient) -> None:
         await asyncio.sleep(0.01)
 
 
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError("condition never became true")
-        await asyncio.sleep(0.02)
-
-
 # -- server processes (durability, CLI) ------------------------------------------
 
 
@@ -232,7 +220,9 @@ def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start `switchboard serve` as a real process; every one is killed at the end."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(*args: str, port: int | None = None, env: dict[str, str] | None = None) -> ServerProcess:
+    def spawn(
+        *args: str, port: int | None = None, env: dict[str, str] | None = None
+    ) -> ServerProcess:
         port = port or free_port()
         log = tmp_path / f"server-{port}-{len(procs)}.log"
         environ = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ADMIN, **(env or {})}

@@ -60,7 +60,10 @@ async def test_bad_tokens_are_refused_with_unauthorized(
             secured.url, namespaces=["/job", "/info"], auth=auth, transports=TRANSPORTS[transport]
         )
     # socket.io-client sees this as connect_error with err.message === "unauthorized"
-    assert sorted(refusals) == [("/info", {"message": "unauthorized"}), ("/job", {"message": "unauthorized"})]
+    assert sorted(refusals) == [
+        ("/info", {"message": "unauthorized"}),
+        ("/job", {"message": "unauthorized"}),
+    ]
     await sio.disconnect()
 
 
@@ -76,9 +79,7 @@ async def test_admin_token_works_as_a_socket_token(secured: Server, connect: Con
 
 
 async def test_grants_limit_jobs_and_rooms(secured: Server, connect: Connect) -> None:
-    client = await connect(
-        secured.url, auth={"token": token(jobs=["build-*"], rooms=["class-?"])}
-    )
+    client = await connect(secured.url, auth={"token": token(jobs=["build-*"], rooms=["class-?"])})
     assert (await client.call("/job", "subscribe", {"job_id": "build-7"}))["ok"]
     for job_id in ("deploy-1", "*"):
         ack = await client.call("/job", "subscribe", {"job_id": job_id})

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from switchboard_client import Admin, AsyncAdmin, SwitchboardClient, SwitchboardError
 
 from .conftest import ADMIN, SECRET, TRANSPORTS, Server, StartServer, free_port
@@ -42,7 +41,9 @@ async def test_watch_follows_a_job_to_its_end(server: Server, transport: str) ->
     assert got[-1]["status"] == "succeeded" and got[-1]["progress"] == 90
 
 
-async def test_watch_waits_for_a_job_that_does_not_exist_yet(server: Server, transport: str) -> None:
+async def test_watch_waits_for_a_job_that_does_not_exist_yet(
+    server: Server, transport: str
+) -> None:
     async with client_for(server, transport) as client, AsyncAdmin(server.url, ADMIN) as admin:
         watching = asyncio.create_task(_collect(client.watch("future")))
         await asyncio.sleep(0.2)

@@ -166,11 +166,20 @@ async def test_tokens_minted_with_grants(start_server: StartServer) -> None:
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {ADMIN}"}, {"Authorization": "Bearer"}],
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {ADMIN}"},
+        {"Authorization": "Bearer"},
+    ],
 )
 async def test_admin_api_needs_the_admin_token(server: Server, headers: dict[str, str]) -> None:
     async with httpx.AsyncClient(base_url=server.url) as http:
-        for method, path in [("GET", "/api/jobs"), ("POST", "/api/jobs"), ("DELETE", "/api/jobs/a")]:
+        for method, path in [
+            ("GET", "/api/jobs"),
+            ("POST", "/api/jobs"),
+            ("DELETE", "/api/jobs/a"),
+        ]:
             response = await http.request(method, path, headers=headers, json={})
             assert response.status_code == 401
             assert response.json()["error"]["code"] == "unauthorized"

@@ -113,7 +113,11 @@ async def test_invalid_announcements(api: Api, payload: Any, field: str) -> None
 
 
 async def test_invalid_token_requests(api: Api) -> None:
-    for payload, field in [({}, "sub"), ({"sub": "u", "ttl": 0}, "ttl"), ({"sub": "u", "jobs": "a"}, "jobs")]:
+    for payload, field in [
+        ({}, "sub"),
+        ({"sub": "u", "ttl": 0}, "ttl"),
+        ({"sub": "u", "jobs": "a"}, "jobs"),
+    ]:
         status, body = await api.post("/api/tokens", json=payload)
         assert_error(status, body, 400, "invalid_payload", field)
 
@@ -133,9 +137,7 @@ async def test_body_over_one_mib_is_413(api: Api) -> None:
 
 
 async def test_bad_idempotency_key(api: Api) -> None:
-    status, body = await api.post(
-        "/api/jobs", json={}, headers={"Idempotency-Key": "x" * 300}
-    )
+    status, body = await api.post("/api/jobs", json={}, headers={"Idempotency-Key": "x" * 300})
     assert_error(status, body, 400, "invalid_payload", "Idempotency-Key")
 
 

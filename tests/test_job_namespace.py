@@ -13,7 +13,9 @@ def seqs(events: list[dict]) -> list[int]:
     return [e["seq"] for e in events]
 
 
-async def test_subscribe_then_updates_arrive_in_order(server: Server, api: Api, connect: Connect) -> None:
+async def test_subscribe_then_updates_arrive_in_order(
+    server: Server, api: Api, connect: Connect
+) -> None:
     client = await connect(server.url, namespaces=("/job",))
     ack = await client.call("/job", "subscribe", {"job_id": "build-1"})
     assert ack == {"ok": True, "job": None, "missed": [], "reset": False}
@@ -24,7 +26,9 @@ async def test_subscribe_then_updates_arrive_in_order(server: Server, api: Api, 
     assert events[-1]["progress"] == 100 and events[-1]["id"] == "build-1"
 
 
-async def test_subscribe_returns_state_and_missed(server: Server, api: Api, connect: Connect) -> None:
+async def test_subscribe_returns_state_and_missed(
+    server: Server, api: Api, connect: Connect
+) -> None:
     for step in range(5):
         await api.update("m1", progress=step)
     client = await connect(server.url, namespaces=("/job",))
@@ -36,7 +40,9 @@ async def test_subscribe_returns_state_and_missed(server: Server, api: Api, conn
     assert ack["missed"] == [] and ack["job"]["seq"] == 5
 
 
-async def test_resume_after_a_dropped_connection(server: Server, api: Api, connect: Connect) -> None:
+async def test_resume_after_a_dropped_connection(
+    server: Server, api: Api, connect: Connect
+) -> None:
     first = await connect(server.url, namespaces=("/job",))
     await first.call("/job", "subscribe", {"job_id": "r1"})
     for step in range(3):
@@ -58,7 +64,9 @@ async def test_reset_when_since_is_older_than_history(
     start_server: StartServer, connect: Connect
 ) -> None:
     server = await start_server(history=5)
-    async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}
+    ) as http:
         api = Api(http)
         for step in range(20):
             await api.update("h1", progress=step)
@@ -69,7 +77,9 @@ async def test_reset_when_since_is_older_than_history(
     assert seqs(ack["missed"]) == [16, 17, 18, 19, 20]
 
 
-async def test_job_created_after_subscribe_arrives(server: Server, api: Api, connect: Connect) -> None:
+async def test_job_created_after_subscribe_arrives(
+    server: Server, api: Api, connect: Connect
+) -> None:
     client = await connect(server.url, namespaces=("/job",))
     await client.call("/job", "subscribe", {"job_id": "later", "since": None})
     status, _ = await api.post("/api/jobs", json={"id": "later"})
@@ -104,7 +114,9 @@ async def test_unsubscribe_stops_delivery(server: Server, api: Api, connect: Con
     assert [(e["id"], e["seq"]) for e in events] == [("u1", 1), ("marker", 1)]
 
 
-async def test_many_subscribers_all_get_every_event(server: Server, api: Api, connect: Connect) -> None:
+async def test_many_subscribers_all_get_every_event(
+    server: Server, api: Api, connect: Connect
+) -> None:
     clients = [await connect(server.url, namespaces=("/job",)) for _ in range(5)]
     for client in clients:
         await client.call("/job", "subscribe", {"job_id": "fan"})

@@ -9,7 +9,6 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-
 from switchboard_server.errors import ApiError
 from switchboard_server.models import (
     Announcement,

@@ -60,7 +60,9 @@ def _answer(call: Call, response: httpx.Response) -> Any:
     )
 
 
-def _attempts(call: Call, retries: int, backoff: float) -> Iterator[tuple[dict[str, str], float | None]]:
+def _attempts(
+    call: Call, retries: int, backoff: float
+) -> Iterator[tuple[dict[str, str], float | None]]:
     """(headers, delay before the next attempt or None for the last) for each attempt."""
     headers = {"Idempotency-Key": str(uuid.uuid4())} if call.method == "POST" else {}
     for attempt in range(retries):
@@ -92,7 +94,9 @@ class _Api(Generic[R]):
         message: str | None = UNSET,
         data: dict[str, Any] = UNSET,
     ) -> R:
-        body = _fields(id=job_id or UNSET, status=status, progress=progress, message=message, data=data)
+        body = _fields(
+            id=job_id or UNSET, status=status, progress=progress, message=message, data=data
+        )
         return self._send(Call("POST", "/api/jobs", body))
 
     def update_job(
@@ -139,7 +143,7 @@ class _Api(Generic[R]):
 
 
 class AsyncAdmin(_Api[Awaitable[Any]]):
-    """`async with AsyncAdmin(url, token) as admin: await admin.update_job("build-1", progress=50)`"""
+    """`async with AsyncAdmin(url, token) as admin: await admin.update_job("b1", progress=5)`"""
 
     def __init__(
         self,

@@ -1,8 +1,8 @@
 """The async Socket.IO client: watch jobs with resume by seq, chat rooms, announcements.
 
-    async with SwitchboardClient("http://127.0.0.1:8001") as client:
-        async for event in client.watch("build-42"):
-            print(event["seq"], event["status"], event["progress"])
+async with SwitchboardClient("http://127.0.0.1:8001") as client:
+    async for event in client.watch("build-42"):
+        print(event["seq"], event["status"], event["progress"])
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class _Watch:
             return
         self.syncing = True
         try:
-            ack = await self.client._call(JOB, "subscribe", {"job_id": self.job_id, "since": self.last})
+            ack = await self.client._call(
+                JOB, "subscribe", {"job_id": self.job_id, "since": self.last}
+            )
         except SwitchboardError as exc:
             if exc.code in ("forbidden", "invalid_payload", "not_found"):
                 self.queue.put_nowait(exc)
@@ -113,7 +115,7 @@ class SwitchboardClient:
 
     # -- connection --------------------------------------------------------
 
-    async def connect(self, timeout: float = 10.0) -> None:
+    async def connect(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         try:
             await self.sio.connect(
                 self.url,

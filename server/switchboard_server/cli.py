@@ -14,7 +14,6 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 from rich.table import Table
-
 from switchboard_client import UNSET, Admin, SwitchboardClient, SwitchboardError
 
 from . import __version__
@@ -84,9 +83,7 @@ def serve(
     ] = None,
     ping_interval: Annotated[float | None, _opt("PING_INTERVAL", "Seconds [default: 25].")] = None,
     ping_timeout: Annotated[float | None, _opt("PING_TIMEOUT", "Seconds [default: 20].")] = None,
-    history: Annotated[
-        int | None, _opt("HISTORY", "Events kept per job [default: 1000].")
-    ] = None,
+    history: Annotated[int | None, _opt("HISTORY", "Events kept per job [default: 1000].")] = None,
     retention: Annotated[
         float | None, _opt("RETENTION", "Seconds to keep finished jobs [default: 7 days].")
     ] = None,
@@ -148,7 +145,9 @@ def watch(
     transport: Annotated[
         str | None, typer.Option(help="websocket or polling [default: polling, then upgrade].")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print each event as a JSON line.")
+    ] = False,
 ) -> None:
     """Follow a job live until it ends. Exit 0 when it succeeded, 1 failed, 3 cancelled."""
     transports = [transport] if transport else None

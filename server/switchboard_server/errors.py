@@ -43,4 +43,3 @@ def from_validation(exc: ValidationError) -> ApiError:
     loc = ".".join(str(part) for part in first["loc"])
     message = f"{loc}: {first['msg']}" if loc else str(first["msg"])
     return invalid_payload(message)
-

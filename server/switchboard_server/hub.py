@@ -90,9 +90,7 @@ class Hub:
         while True:
             job, accepted = await self._outbox.get()
             try:
-                await self._emit(
-                    JOB_NS, "job:update", job, [job_room(job["id"]), ALL_JOBS_ROOM]
-                )
+                await self._emit(JOB_NS, "job:update", job, [job_room(job["id"]), ALL_JOBS_ROOM])
                 self.metrics.published.inc()
                 self.metrics.publish_seconds.observe(time.perf_counter() - accepted)
             except Exception:
@@ -166,9 +164,7 @@ class Hub:
         skip_sid: str | None = None,
     ) -> None:
         recipients = sum(
-            1
-            for sid, _ in self.sio.manager.get_participants(namespace, to)
-            if sid != skip_sid
+            1 for sid, _ in self.sio.manager.get_participants(namespace, to) if sid != skip_sid
         )
         await self.sio.emit(event, body, to=to, namespace=namespace, skip_sid=skip_sid)
         self.metrics.deliveries.labels(namespace, event).inc(recipients)

@@ -137,4 +137,3 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             notice = {**body, "event": event if isinstance(event, str) else repr(event)}
             await self.emit("error", notice, to=sid)
         return body
-

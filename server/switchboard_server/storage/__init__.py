@@ -6,7 +6,14 @@ from urllib.parse import urlsplit
 
 from .base import Store, StoredResponse, StoreUnavailable, job_response
 
-__all__ = ["Store", "StoreUnavailable", "StoredResponse", "describe_store", "job_response", "open_store"]
+__all__ = [
+    "Store",
+    "StoreUnavailable",
+    "StoredResponse",
+    "describe_store",
+    "job_response",
+    "open_store",
+]
 
 
 def open_store(url: str, *, history: int) -> Store:
@@ -20,7 +27,9 @@ def open_store(url: str, *, history: int) -> Store:
         from .sqlite import SqliteStore
 
         return SqliteStore(sqlite_path(url), history=history)
-    raise ValueError(f"unknown store {url!r}: use memory://, sqlite:///path or redis://host:port/db")
+    raise ValueError(
+        f"unknown store {url!r}: use memory://, sqlite:///path or redis://host:port/db"
+    )
 
 
 def sqlite_path(url: str) -> str:

@@ -46,9 +46,7 @@ class Store(ABC):
         """Raise StoreUnavailable when the backend is not reachable."""
 
     @abstractmethod
-    async def apply(
-        self, job_id: str, mutate: Mutation, idempotency_key: str | None = None
-    ) -> Job:
+    async def apply(self, job_id: str, mutate: Mutation, idempotency_key: str | None = None) -> Job:
         """Atomically advance one job: read, mutate, write the job and its event, trim history.
 
         Returns once the result is committed. With `idempotency_key`, the HTTP answer
@@ -112,4 +110,3 @@ class Store(ABC):
         """Distinct members (by id) of a room."""
         unique = {m["id"]: m for m in self._members.get(room, {}).values()}
         return list(unique.values())
-

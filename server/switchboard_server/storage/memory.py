@@ -31,9 +31,7 @@ class MemoryStore(Store):
     async def ping(self) -> None:
         return None
 
-    async def apply(
-        self, job_id: str, mutate: Mutation, idempotency_key: str | None = None
-    ) -> Job:
+    async def apply(self, job_id: str, mutate: Mutation, idempotency_key: str | None = None) -> Job:
         # No await between read and write: atomic on the event loop.
         job = mutate(copy.deepcopy(self._jobs.get(job_id)))
         if job["seq"] == 1:
@@ -104,4 +102,3 @@ class MemoryStore(Store):
 
     async def put_response(self, key: str, response: StoredResponse, expires: float) -> None:
         self._responses[key] = (expires, response)
-

@@ -14,6 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any, TypeVar, cast
 
 from ..errors import ApiError
@@ -128,8 +129,9 @@ class SqliteStore(Store):
     async def _flush(self) -> None:
         while self._pending:
             batch, self._pending = self._pending, []
+            ops = [op for op, _ in batch]
             try:
-                outcomes = await self._run(lambda db: _commit([op for op, _ in batch], db))
+                outcomes = await self._run(partial(_commit, ops))
             except (StoreUnavailable, RuntimeError) as exc:
                 for _, future in batch:
                     if not future.done():
@@ -148,9 +150,7 @@ class SqliteStore(Store):
     async def ping(self) -> None:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
 
-    async def apply(
-        self, job_id: str, mutate: Mutation, idempotency_key: str | None = None
-    ) -> Job:
+    async def apply(self, job_id: str, mutate: Mutation, idempotency_key: str | None = None) -> Job:
         history = self.history
 
         def op(db: sqlite3.Connection) -> Job:
@@ -187,11 +187,10 @@ class SqliteStore(Store):
     async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
         def query(db: sqlite3.Connection) -> list[Any]:
             if status is None:
-                sql, args = "SELECT body FROM jobs ORDER BY updated_at DESC LIMIT ?", (limit,)
-            else:
-                sql = "SELECT body FROM jobs WHERE status = ? ORDER BY updated_at DESC LIMIT ?"
-                args = (status, limit)  # type: ignore[assignment]
-            return db.execute(sql, args).fetchall()
+                sql = "SELECT body FROM jobs ORDER BY updated_at DESC LIMIT ?"
+                return db.execute(sql, (limit,)).fetchall()
+            sql = "SELECT body FROM jobs WHERE status = ? ORDER BY updated_at DESC LIMIT ?"
+            return db.execute(sql, (status, limit)).fetchall()
 
         return [json.loads(body) for (body,) in await self._run(query)]
 
@@ -249,16 +248,15 @@ class SqliteStore(Store):
     ) -> list[Announcement]:
         def query(db: sqlite3.Connection) -> list[Any]:
             if rooms is None:
-                sql, args = "SELECT body FROM announcements ORDER BY n DESC LIMIT ?", [limit]
-            else:
-                names = list(rooms)
-                marks = ",".join("?" * len(names))
-                sql = (
-                    "SELECT body FROM announcements WHERE room IS NULL"
-                    f" OR room IN ({marks}) ORDER BY n DESC LIMIT ?"
-                )
-                args = [*names, limit]
-            return db.execute(sql, args).fetchall()
+                sql = "SELECT body FROM announcements ORDER BY n DESC LIMIT ?"
+                return db.execute(sql, (limit,)).fetchall()
+            names = list(rooms)
+            marks = ",".join("?" * len(names))
+            sql = (
+                "SELECT body FROM announcements WHERE room IS NULL"
+                f" OR room IN ({marks}) ORDER BY n DESC LIMIT ?"
+            )
+            return db.execute(sql, [*names, limit]).fetchall()
 
         return [json.loads(body) for (body,) in await self._run(query)]
 
