@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, get_args
@@ -19,7 +18,6 @@ from .hub import Hub
 from .metrics import Metrics
 from .models import AnnouncementIn, JobCreate, JobUpdate, Status, TokenIn, check_job_id, new_id
 from .storage import StoreUnavailable
-from .storage.base import IDEMPOTENCY_TTL
 
 log = logging.getLogger("switchboard.http")
 
@@ -118,8 +116,8 @@ class Idempotency:
         if lock is None:
             lock = self._locks[scoped] = asyncio.Lock()
         async with lock:
-            store = request.app[HUB].store
-            stored = await store.get_response(scoped, time.time())
+            hub = request.app[HUB]
+            stored = await hub.replay(scoped)
             if stored is not None:
                 replay = respond(stored["body"], stored["status"])
                 replay.headers["Idempotent-Replayed"] = "true"
@@ -133,9 +131,7 @@ class Idempotency:
                 and response.body is not None
             ):
                 body = json.loads(response.body) if response.body else None  # type: ignore[arg-type]
-                await store.put_response(
-                    scoped, {"status": response.status, "body": body}, time.time() + IDEMPOTENCY_TTL
-                )
+                await hub.remember(scoped, {"status": response.status, "body": body})
             return response
 
 
@@ -207,7 +203,7 @@ async def _write(
 @routes.get("/api/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
     job_id = path_job_id(request)
-    job = await request.app[HUB].store.get_job(job_id)
+    job = await request.app[HUB].get_job(job_id)
     if job is None:
         raise not_found(f"no job {job_id!r}")
     return respond(job)
@@ -230,13 +226,13 @@ async def list_jobs(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         raise invalid_payload(f"status: must be one of {', '.join(STATUSES)}")
     limit = query_int(request, "limit", 100, 1, 1000)
-    return respond({"jobs": await request.app[HUB].store.list_jobs(status, limit)})
+    return respond({"jobs": await request.app[HUB].list_jobs(status, limit)})
 
 
 @routes.delete("/api/jobs/{job_id}")
 async def delete_job(request: web.Request) -> web.Response:
     job_id = path_job_id(request)
-    if not await request.app[HUB].store.delete_job(job_id):
+    if not await request.app[HUB].delete_job(job_id):
         raise not_found(f"no job {job_id!r}")
     return web.Response(status=204)
 
@@ -250,7 +246,7 @@ async def announce(request: web.Request) -> web.Response:
 @routes.get("/api/announcements")
 async def announcements(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 50, 1, 1000)
-    found = await request.app[HUB].store.recent_announcements(limit)
+    found = await request.app[HUB].recent_announcements(limit)
     return respond({"announcements": found})
 
 

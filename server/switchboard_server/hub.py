@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -24,7 +25,8 @@ from .models import (
     now_iso,
 )
 from .settings import Settings
-from .storage import Store, StoreUnavailable
+from .storage import Store, StoredResponse, StoreUnavailable
+from .storage.base import IDEMPOTENCY_TTL
 
 log = logging.getLogger("switchboard.hub")
 
@@ -102,17 +104,14 @@ class Hub:
         self, job_id: str, since: int | None, limit: int | None = None
     ) -> tuple[Job | None, list[Job], bool]:
         """(current state, kept events with seq > since, reset: events are missing before them)."""
-        try:
-            job = await self.store.get_job(job_id)
-            if since is None:
-                return job, [], False
-            if job is None:
-                return None, [], since > 0
-            if since >= job["seq"]:
-                return job, [], since > job["seq"]
-            events = await self.store.events_after(job_id, since, limit or self.settings.history)
-        except StoreUnavailable as exc:
-            raise unavailable(str(exc)) from None
+        job = await self.store.get_job(job_id)
+        if since is None:
+            return job, [], False
+        if job is None:
+            return None, [], since > 0
+        if since >= job["seq"]:
+            return job, [], since > job["seq"]
+        events = await self.store.events_after(job_id, since, limit or self.settings.history)
         reset = not events or events[0]["seq"] != since + 1
         return job, events, reset
 
@@ -126,7 +125,7 @@ class Hub:
             "room": payload.room,
             "ts": now_iso(),
         }
-        await self._stored(self.store.add_announcement(announcement))
+        await self.store.add_announcement(announcement)
         room = chat_room(payload.room) if payload.room else None
         await self._emit(INFO_NS, "announcement", announcement, room)
         return announcement
@@ -139,21 +138,54 @@ class Hub:
             "sender": sender,
             "ts": now_iso(),
         }
-        await self._stored(self.store.add_message(message))
+        await self.store.add_message(message)
         await self._emit(INFO_NS, "message", message, chat_room(room), skip_sid=sid)
         return message
 
-    async def presence(self, room: str, change: str, member: Member, sid: str) -> None:
+    async def enter_room(self, room: str, sid: str, member: Member) -> None:
+        await self.store.add_member(room, sid, member)
+        await self._presence(room, "joined", member, sid)
+
+    async def exit_room(self, room: str, sid: str, member: Member) -> None:
+        await self.store.remove_member(room, sid)
+        await self._presence(room, "left", member, sid)
+
+    async def room_state(self, room: str) -> dict[str, Any]:
+        return {
+            "room": room,
+            "history": await self.store.recent_messages(room),
+            "members": await self.store.members(room),
+        }
+
+    async def _presence(self, room: str, change: str, member: Member, sid: str) -> None:
         body = {"room": room, change: member}
         await self._emit(INFO_NS, "presence", body, chat_room(room), skip_sid=sid)
 
-    # -- helpers -------------------------------------------------------------
+    # -- reads ---------------------------------------------------------------
+    # Store errors surface as StoreUnavailable; the HTTP and socket layers answer 503.
 
-    async def _stored(self, write: Any) -> None:
-        try:
-            await write
-        except StoreUnavailable as exc:
-            raise unavailable(str(exc)) from None
+    async def get_job(self, job_id: str) -> Job | None:
+        return await self.store.get_job(job_id)
+
+    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
+        return await self.store.list_jobs(status, limit)
+
+    async def delete_job(self, job_id: str) -> bool:
+        return await self.store.delete_job(job_id)
+
+    async def recent_announcements(
+        self, limit: int, rooms: Iterable[str] | None = None
+    ) -> list[Announcement]:
+        return await self.store.recent_announcements(limit, rooms)
+
+    async def replay(self, key: str) -> StoredResponse | None:
+        """The stored answer to an earlier POST with this Idempotency-Key."""
+        return await self.store.get_response(key, time.time())
+
+    async def remember(self, key: str, response: StoredResponse) -> None:
+        await self.store.put_response(key, response, time.time() + IDEMPOTENCY_TTL)
+
+    # -- helpers -------------------------------------------------------------
 
     async def _emit(
         self,

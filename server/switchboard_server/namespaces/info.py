@@ -25,17 +25,11 @@ class InfoNamespace(BaseNamespace):
         limit = self.ctx.settings.max_rooms
         if room not in conn.rooms and len(conn.rooms) >= limit:
             raise forbidden(f"at most {limit} rooms per connection")
-        store = self.ctx.hub.store
         if room not in conn.rooms:
             conn.rooms.add(room)
             await self.enter_room(sid, chat_room(room))
-            await store.add_member(room, sid, conn.member)
-            await self.ctx.hub.presence(room, "joined", conn.member, sid)
-        return {
-            "room": room,
-            "history": await store.recent_messages(room),
-            "members": await store.members(room),
-        }
+            await self.ctx.hub.enter_room(room, sid, conn.member)
+        return await self.ctx.hub.room_state(room)
 
     async def leave(self, sid: str, conn: Connection, payload: RoomIn) -> dict[str, Any]:
         if payload.room in conn.rooms:
@@ -49,7 +43,7 @@ class InfoNamespace(BaseNamespace):
         return {"message": message}
 
     async def recent(self, sid: str, conn: Connection, payload: RecentIn) -> dict[str, Any]:
-        found = await self.ctx.hub.store.recent_announcements(payload.limit, conn.rooms)
+        found = await self.ctx.hub.recent_announcements(payload.limit, conn.rooms)
         return {"announcements": found}
 
     async def closed(self, sid: str, conn: Connection) -> None:
@@ -59,5 +53,4 @@ class InfoNamespace(BaseNamespace):
     async def _part(self, sid: str, conn: Connection, room: str) -> None:
         conn.rooms.discard(room)
         await self.leave_room(sid, chat_room(room))
-        await self.ctx.hub.store.remove_member(room, sid)
-        await self.ctx.hub.presence(room, "left", conn.member, sid)
+        await self.ctx.hub.exit_room(room, sid, conn.member)

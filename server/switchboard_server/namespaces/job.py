@@ -24,7 +24,7 @@ class JobNamespace(BaseNamespace):
             if not conn.identity.may_watch_all():
                 raise forbidden("your token does not grant every job")
             await self._join(sid, conn, ALL_JOBS_ROOM)
-            return {"jobs": await self.ctx.hub.store.list_jobs(None, RECENT_JOBS)}
+            return {"jobs": await self.ctx.hub.list_jobs(None, RECENT_JOBS)}
         if not conn.identity.may_watch(job_id):
             raise forbidden(f"your token does not grant job {job_id!r}")
         # Join first, then read: an event committed meanwhile arrives live or in `missed`
