@@ -3,17 +3,27 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format clean
+VENDOR := server/switchboard_server/static/vendor/socket.io.esm.min.js
+
+.PHONY: run test lint format clean static
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
+# socket.io-client from npm, served by the server as /vendor/ (never committed).
+$(VENDOR): web/package.json web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p $(dir $@)
+	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js* $(dir $@)
+
+static: $(VENDOR)
+
+$(VENV)/.installed: pyproject.toml $(VENDOR) | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+$(VENV)/.installed-test: pyproject.toml $(VENDOR) | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
@@ -33,4 +43,4 @@ test: lint  ## lint, then the whole suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) web/node_modules $(dir $(VENDOR)) .pytest_cache .mypy_cache .ruff_cache build dist

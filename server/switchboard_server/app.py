@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from importlib.resources import files
+from pathlib import Path
 
 from aiohttp import web
 
@@ -32,7 +32,8 @@ log = logging.getLogger("switchboard")
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 SIO: web.AppKey[SwitchboardServer] = web.AppKey("sio", SwitchboardServer)
-STATIC = files("switchboard_server") / "static"
+STATIC = Path(__file__).parent / "static"
+VENDOR = STATIC / "vendor"  # socket.io-client, copied from npm by `make static`
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
@@ -70,6 +71,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/", dashboard)
+    app.router.add_get("/switchboard.js", switchboard_js)
+    app.router.add_static("/static/", STATIC)
+    VENDOR.mkdir(exist_ok=True)
+    app.router.add_static("/vendor/", VENDOR)
+    if not (VENDOR / "socket.io.esm.min.js").exists():
+        log.warning("socket.io-client bundle missing from %s: run `make static`", VENDOR)
     return app
 
 
@@ -111,6 +118,9 @@ async def metrics_page(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
-async def dashboard(request: web.Request) -> web.Response:
-    page = (STATIC / "index.html").read_text(encoding="utf-8")
-    return web.Response(text=page, content_type="text/html")
+async def dashboard(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+async def switchboard_js(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "switchboard.js")

@@ -1,0 +1,113 @@
+// The live dashboard: every job updating in place, a job's event log on click,
+// announcements, and the connection with its transport. Text is only ever set
+// through textContent, so job messages and announcements cannot inject markup.
+import {
+  configure, onAnnouncement, onConnection, recentAnnouncements, watchAllJobs, watchJob,
+} from "/switchboard.js";
+
+const params = new URLSearchParams(location.search);
+configure({
+  token: params.get("token") ?? undefined,
+  transports: params.get("transport") ? [params.get("transport")] : undefined,
+});
+
+const $ = (id) => document.getElementById(id);
+const jobs = new Map(); // id -> { job, element }
+let stopLog = null;
+
+document.querySelectorAll(".origin").forEach((el) => { el.textContent = location.origin; });
+
+function age(iso) {
+  const seconds = Math.max(0, (Date.now() - Date.parse(iso)) / 1000);
+  if (seconds < 60) return `${Math.floor(seconds)}s ago`;
+  if (seconds < 3600) return `${Math.floor(seconds / 60)}m ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)}h ago`;
+  return `${Math.floor(seconds / 86400)}d ago`;
+}
+
+function render(entry) {
+  const { job, element } = entry;
+  element.dataset.status = job.status;
+  element.dataset.seq = job.seq;
+  element.querySelector(".job-id").textContent = job.id;
+  element.querySelector(".status").textContent = job.status;
+  element.querySelector(".message").textContent = job.message ?? "";
+  const bar = element.querySelector(".bar");
+  const progress = job.progress ?? (job.status === "succeeded" ? 100 : null);
+  bar.classList.toggle("indeterminate", progress === null && job.status === "running");
+  bar.querySelector(".fill").style.width = `${progress ?? 0}%`;
+  bar.setAttribute("aria-valuenow", progress ?? "");
+  element.querySelector(".percent").textContent = progress === null ? "–" : `${Math.round(progress)}%`;
+  const time = element.querySelector(".age");
+  time.dateTime = job.updated_at;
+  time.textContent = age(job.updated_at);
+}
+
+function upsert(job) {
+  let entry = jobs.get(job.id);
+  if (!entry) {
+    const element = $("job-template").content.firstElementChild.cloneNode(true);
+    element.addEventListener("click", () => showLog(job.id));
+    element.addEventListener("keydown", (e) => e.key === "Enter" && showLog(job.id));
+    entry = { job, element };
+    jobs.set(job.id, entry);
+  }
+  entry.job = job;
+  render(entry);
+  // Most recently updated first.
+  const list = $("jobs");
+  const sorted = [...jobs.values()].sort((a, b) => b.job.updated_at.localeCompare(a.job.updated_at));
+  sorted.forEach(({ element }, index) => {
+    if (list.children[index] !== element) list.insertBefore(element, list.children[index] ?? null);
+  });
+  $("no-jobs").hidden = jobs.size > 0;
+  $("job-count").textContent = `(${jobs.size})`;
+}
+
+function showLog(jobId) {
+  stopLog?.();
+  for (const { element } of jobs.values()) element.setAttribute("aria-selected", element.querySelector(".job-id").textContent === jobId);
+  $("log-panel").hidden = false;
+  $("log-job").textContent = jobId;
+  const log = $("log");
+  log.replaceChildren();
+  stopLog = watchJob(jobId, (event) => {
+    const item = document.createElement("li");
+    const seq = document.createElement("span");
+    seq.className = "seq";
+    seq.textContent = `#${event.seq}`;
+    const progress = event.progress === null ? "" : ` ${Math.round(event.progress)}%`;
+    item.append(seq, `${event.status}${progress}${event.message ? ` — ${event.message}` : ""}`);
+    item.dataset.seq = event.seq;
+    log.prepend(item);
+  }, { since: 0 });
+}
+
+function announce(announcement, { prepend = true } = {}) {
+  const item = document.createElement("li");
+  item.dataset.level = announcement.level;
+  const level = document.createElement("span");
+  level.className = "level";
+  level.textContent = announcement.level;
+  const when = document.createElement("span");
+  when.className = "when";
+  when.textContent = `${announcement.room ? `#${announcement.room} · ` : ""}${new Date(announcement.ts).toLocaleString()}`;
+  item.append(level, announcement.text, when);
+  const list = $("announcements");
+  if (prepend) list.prepend(item);
+  else list.append(item);
+  $("no-announcements").hidden = true;
+}
+
+onConnection(({ connected, transport, error }) => {
+  const pill = $("connection");
+  pill.dataset.state = connected ? "connected" : "disconnected";
+  pill.dataset.transport = transport ?? "";
+  pill.textContent = connected ? `connected · ${transport}` : error ? `disconnected · ${error}` : "disconnected · reconnecting…";
+});
+watchAllJobs(upsert);
+onAnnouncement((a) => announce(a));
+recentAnnouncements(20).then((found) => found.forEach((a) => announce(a, { prepend: false })), () => {});
+setInterval(() => jobs.forEach(({ job, element }) => {
+  element.querySelector(".age").textContent = age(job.updated_at);
+}), 1000);

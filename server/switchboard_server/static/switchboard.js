@@ -1,0 +1,193 @@
+// Switchboard in the browser: one shared socket per namespace for the whole app.
+//
+//   import { configure, watchJob, joinRoom, onAnnouncement } from "http://127.0.0.1:8001/switchboard.js";
+//   configure({ token });                       // optional; before the first call
+//   const stop = watchJob("build-42", (job) => render(job));
+//
+// Built on the official socket.io-client, served by the same Switchboard server.
+import { io } from "./vendor/socket.io.esm.min.js";
+
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+const ACK_TIMEOUT = 10000;
+
+const options = { url: new URL(import.meta.url).origin, auth: {}, transports: undefined };
+const sockets = new Map();
+const watchers = new Map(); // job id -> number of live watchJob() calls
+
+/** Set the server URL, client token, display name or transports. Call before anything else. */
+export function configure({ url, token, name, transports } = {}) {
+  if (sockets.size) throw new Error("switchboard: configure() must come before the first socket");
+  if (url) options.url = url.replace(/\/+$/, "");
+  if (token) options.auth.token = token;
+  if (name) options.auth.name = name;
+  if (transports) options.transports = transports;
+}
+
+/** The app-wide socket of a namespace ("/job" or "/info"), opened on first use. */
+export function socket(namespace) {
+  let found = sockets.get(namespace);
+  if (!found) {
+    found = io(options.url + namespace, { auth: options.auth, transports: options.transports });
+    sockets.set(namespace, found);
+  }
+  return found;
+}
+
+async function call(namespace, event, payload) {
+  const ack = await socket(namespace).timeout(ACK_TIMEOUT).emitWithAck(event, payload);
+  if (!ack.ok) throw Object.assign(new Error(ack.error.message), { code: ack.error.code });
+  return ack;
+}
+
+/**
+ * Call onEvent(job) for every event of a job, in seq order, exactly once, from its current
+ * state on (or from `since`: 0 replays the kept history). Resumes by seq after a reconnect.
+ * Returns a function that stops watching.
+ */
+export function watchJob(jobId, onEvent, { since = null, onError } = {}) {
+  const jobs = socket("/job");
+  let last = since;
+  let syncing = false;
+  let early = []; // live events that arrived while a subscribe was in flight
+  let stopped = false;
+
+  const take = (event) => {
+    if (last !== null && event.seq <= last) return; // seen already
+    if (last !== null && event.seq > last + 1) {
+      early.push(event); // a gap: fetch what is missing, then replay this
+      sync();
+      return;
+    }
+    last = event.seq;
+    onEvent(event);
+  };
+  const onUpdate = (event) => {
+    if (stopped || event.id !== jobId) return;
+    if (syncing) early.push(event);
+    else take(event);
+  };
+  const sync = async () => {
+    if (syncing || stopped) return;
+    syncing = true;
+    try {
+      const ack = await call("/job", "subscribe", { job_id: jobId, since: last });
+      if (ack.reset) last = null;
+      ack.missed.forEach(take);
+      if (ack.job && (last === null || ack.job.seq > last)) {
+        last = ack.job.seq;
+        onEvent(ack.job);
+      }
+    } catch (error) {
+      if (error.code) onError?.(error); // refused; a timeout waits for the next connect
+    } finally {
+      syncing = false;
+      const pending = early.sort((a, b) => a.seq - b.seq);
+      early = [];
+      pending.forEach(take);
+    }
+  };
+
+  watchers.set(jobId, (watchers.get(jobId) ?? 0) + 1);
+  jobs.on("job:update", onUpdate);
+  jobs.on("connect", sync);
+  if (jobs.connected) sync();
+  return () => {
+    if (stopped) return;
+    stopped = true;
+    jobs.off("job:update", onUpdate);
+    jobs.off("connect", sync);
+    const left = watchers.get(jobId) - 1;
+    if (left > 0) watchers.set(jobId, left);
+    else {
+      watchers.delete(jobId);
+      if (jobs.connected) jobs.emit("unsubscribe", { job_id: jobId });
+    }
+  };
+}
+
+/**
+ * Every job's latest state: the recent jobs at each (re)connect, then every event.
+ * Calls onJob(job) only with states newer than the last one seen for that job.
+ */
+export function watchAllJobs(onJob, { onError } = {}) {
+  const jobs = socket("/job");
+  const seen = new Map(); // id -> [created_at, seq]
+  const offer = (job) => {
+    const [created, seq] = seen.get(job.id) ?? [null, 0];
+    if (created === job.created_at && job.seq <= seq) return;
+    seen.set(job.id, [job.created_at, job.seq]);
+    onJob(job);
+  };
+  const sync = () =>
+    call("/job", "subscribe", { job_id: "*" }).then(
+      (ack) => ack.jobs.forEach(offer),
+      (error) => error.code && onError?.(error),
+    );
+  jobs.on("job:update", offer);
+  jobs.on("connect", sync);
+  if (jobs.connected) sync();
+  return () => {
+    jobs.off("job:update", offer);
+    jobs.off("connect", sync);
+    if (jobs.connected) jobs.emit("unsubscribe", { job_id: "*" });
+  };
+}
+
+/**
+ * Join a chat room. Resolves to { history, members, send(text), leave() }; rejoins after
+ * a reconnect. onMessage gets others' messages, onPresence joins and leaves.
+ */
+export async function joinRoom(room, { onMessage, onPresence } = {}) {
+  const info = socket("/info");
+  const ack = await call("/info", "join", { room });
+  const message = (m) => m.room === room && onMessage?.(m);
+  const presence = (p) => p.room === room && onPresence?.(p);
+  const rejoin = () => info.emit("join", { room });
+  info.on("message", message);
+  info.on("presence", presence);
+  info.on("connect", rejoin);
+  return {
+    history: ack.history,
+    members: ack.members,
+    send: async (text) => (await call("/info", "message", { room, text })).message,
+    leave: async () => {
+      info.off("message", message);
+      info.off("presence", presence);
+      info.off("connect", rejoin);
+      await call("/info", "leave", { room });
+    },
+  };
+}
+
+/** Call onEvent(announcement) for each announcement; returns a function that stops. */
+export function onAnnouncement(onEvent) {
+  const info = socket("/info");
+  info.on("announcement", onEvent);
+  return () => info.off("announcement", onEvent);
+}
+
+/** The last `limit` announcements, newest first. */
+export async function recentAnnouncements(limit = 20) {
+  return (await call("/info", "recent", { limit })).announcements;
+}
+
+/**
+ * Call onChange({ connected, transport, error }) whenever a namespace's connection changes:
+ * connect, disconnect, refusal, and the upgrade from polling to websocket.
+ */
+export function onConnection(onChange, namespace = "/job") {
+  const s = socket(namespace);
+  const report = (error) =>
+    onChange({
+      connected: s.connected,
+      transport: s.connected ? s.io.engine.transport.name : null,
+      error: error?.message ?? null,
+    });
+  const watchEngine = () => s.io.engine.on("upgrade", () => report());
+  s.on("connect", () => report());
+  s.on("disconnect", () => report());
+  s.on("connect_error", (error) => report(error));
+  s.io.on("open", watchEngine);
+  if (s.io.engine) watchEngine();
+  report();
+}
