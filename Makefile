@@ -19,6 +19,11 @@ $(VENDOR): web/package.json web/package-lock.json
 
 static: $(VENDOR)
 
+# The official socket.io-client for tests/node/scenarios.mjs.
+NODE_TESTS := tests/node/node_modules/.package-lock.json
+$(NODE_TESTS): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+
 $(VENV)/.installed: pyproject.toml $(VENDOR) | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
@@ -39,8 +44,8 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix server client tests
 	$(BIN)/ruff format server client tests
 
-test: lint  ## lint, then the whole suite against real servers
+test: lint $(NODE_TESTS)  ## lint, then the whole suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) web/node_modules $(dir $(VENDOR)) .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) web/node_modules tests/node/node_modules $(dir $(VENDOR)) .pytest_cache .mypy_cache .ruff_cache build dist

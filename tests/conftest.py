@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -252,3 +253,78 @@ def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+# -- external binaries: nginx, node -------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def require_binary(name: str) -> str:
+    """The binary's path; in CI a missing one fails the test instead of skipping it."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{name} is not installed; .ci/run installs it in CI")
+        pytest.skip(f"{name} is not installed (CI installs it)")
+    return path
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"nothing listens on {port}:\n{log.read_text()}")
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def start_nginx(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
+    """Start a real nginx with the shipped config in front of the given nodes; returns its URL."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(nodes: list[str]) -> str:
+        binary = require_binary("nginx")
+        port = free_port()
+        directory = tmp_path / f"nginx-{port}"
+        subprocess.run(
+            [sys.executable, str(ROOT / "nginx" / "render.py"), "--listen", f"127.0.0.1:{port}",
+             *[arg for node in nodes for arg in ("--node", node)], "--standalone", str(directory)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        log = directory / "error.log"
+        proc = subprocess.Popen(
+            [binary, "-p", str(directory), "-c", str(directory / "nginx.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
+        procs.append(proc)
+        wait_for_port(port, proc, log)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+Edge = Callable[[Server], str]
+
+
+@pytest.fixture(params=["direct", "nginx"])
+def edge(request: pytest.FixtureRequest, start_nginx: Callable[[list[str]], str]) -> Edge:
+    """How clients reach a server: directly, or through nginx with the shipped config."""
+
+    def url_for(server: Server) -> str:
+        if request.param == "direct":
+            return server.url
+        return start_nginx([server.url.removeprefix("http://")])
+
+    return url_for

@@ -9,16 +9,18 @@ from typing import Any
 import pytest
 from switchboard_client import Admin, AsyncAdmin, SwitchboardClient, SwitchboardError
 
-from .conftest import ADMIN, SECRET, TRANSPORTS, Server, StartServer, free_port
+from .conftest import ADMIN, SECRET, TRANSPORTS, Edge, Server, StartServer, free_port
 
 
 def seqs(events: list[dict[str, Any]]) -> list[int]:
     return [e["seq"] for e in events]
 
 
-def client_for(server: Server, transport: str, **options: Any) -> SwitchboardClient:
+def client_for(
+    server: Server, transport: str, url: str | None = None, **options: Any
+) -> SwitchboardClient:
     return SwitchboardClient(
-        server.url,
+        url or server.url,
         transports=TRANSPORTS[transport],
         reconnection_delay=0.1,
         reconnection_delay_max=0.5,
@@ -58,13 +60,14 @@ async def _collect(stream: Any) -> list[dict[str, Any]]:
 
 
 async def test_watch_resumes_across_a_server_restart(
-    start_server: StartServer, tmp_path: Path, transport: str
+    start_server: StartServer, tmp_path: Path, transport: str, edge: Edge
 ) -> None:
     store, port = f"sqlite:///{tmp_path}/restart.db", free_port()
     server = await start_server(store=store, port=port)
-    async with AsyncAdmin(server.url, ADMIN, retries=8) as admin:
+    url = edge(server)
+    async with AsyncAdmin(url, ADMIN, retries=8) as admin:
         await admin.update_job("r", status="running", progress=0)
-        client = client_for(server, transport)
+        client = client_for(server, transport, url=url)
         await client.connect()
         stream = client.watch("r").__aiter__()
         got = [await anext(stream)]

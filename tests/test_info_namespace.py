@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from .conftest import Api, Connect, Server, StartServer
+from .conftest import Api, Connect, Edge, Server, StartServer
 
 
-async def test_chat_between_two_clients(server: Server, connect: Connect) -> None:
-    ann = await connect(server.url, namespaces=("/info",), auth={"name": "Ann"})
-    bob = await connect(server.url, namespaces=("/info",), auth={"name": "Bob"})
+async def test_chat_between_two_clients(server: Server, connect: Connect, edge: Edge) -> None:
+    url = edge(server)
+    ann = await connect(url, namespaces=("/info",), auth={"name": "Ann"})
+    bob = await connect(url, namespaces=("/info",), auth={"name": "Bob"})
     joined = await ann.call("/info", "join", {"room": "math-101"})
     assert joined["ok"] and joined["room"] == "math-101" and joined["history"] == []
     assert [m["name"] for m in joined["members"]] == ["Ann"]

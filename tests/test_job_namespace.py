@@ -14,9 +14,9 @@ def seqs(events: list[dict]) -> list[int]:
 
 
 async def test_subscribe_then_updates_arrive_in_order(
-    server: Server, api: Api, connect: Connect
+    server: Server, api: Api, connect: Connect, edge: Edge
 ) -> None:
-    client = await connect(server.url, namespaces=("/job",))
+    client = await connect(edge(server), namespaces=("/job",))
     ack = await client.call("/job", "subscribe", {"job_id": "build-1"})
     assert ack == {"ok": True, "job": None, "missed": [], "reset": False}
     for step in range(1, 21):
@@ -41,9 +41,10 @@ async def test_subscribe_returns_state_and_missed(
 
 
 async def test_resume_after_a_dropped_connection(
-    server: Server, api: Api, connect: Connect
+    server: Server, api: Api, connect: Connect, edge: Edge
 ) -> None:
-    first = await connect(server.url, namespaces=("/job",))
+    url = edge(server)
+    first = await connect(url, namespaces=("/job",))
     await first.call("/job", "subscribe", {"job_id": "r1"})
     for step in range(3):
         await api.update("r1", progress=step)
@@ -51,7 +52,7 @@ async def test_resume_after_a_dropped_connection(
     await first.sio.disconnect()
     for step in range(3, 7):  # published during the gap
         await api.update("r1", progress=step)
-    second = await connect(server.url, namespaces=("/job",))
+    second = await connect(url, namespaces=("/job",))
     ack = await second.call("/job", "subscribe", {"job_id": "r1", "since": seen[-1]})
     assert seqs(ack["missed"]) == [4, 5, 6, 7] and ack["reset"] is False
     await api.update("r1", progress=7, status="succeeded")

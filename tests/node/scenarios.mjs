@@ -1,0 +1,167 @@
+// Scenarios for the official socket.io-client against a running Switchboard.
+//
+//   node scenarios.mjs SCENARIO
+//
+// Environment: SWITCHBOARD_URL, SWITCHBOARD_ADMIN_TOKEN, TRANSPORT (websocket | polling |
+// upgrade), and CLIENT_TOKEN where the server wants one. Exits 0 when the scenario held,
+// 1 with the reason on stderr otherwise. tests/test_node_client.py runs each one.
+import assert from "node:assert/strict";
+import { io } from "socket.io-client";
+
+const url = process.env.SWITCHBOARD_URL;
+const admin = process.env.SWITCHBOARD_ADMIN_TOKEN;
+const transport = process.env.TRANSPORT ?? "upgrade";
+const transports = transport === "upgrade" ? undefined : [transport];
+const opened = [];
+
+function connect(namespace, auth = {}) {
+  const socket = io(url + namespace, { transports, auth, reconnectionDelay: 100, reconnectionDelayMax: 500 });
+  opened.push(socket);
+  return socket;
+}
+
+function once(socket, event, timeout = 10000) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no ${event} within ${timeout} ms`)), timeout);
+    socket.once(event, (value) => {
+      clearTimeout(timer);
+      resolve(value);
+    });
+  });
+}
+
+async function connected(socket) {
+  if (!socket.connected) await once(socket, "connect");
+  if (transport === "upgrade" && socket.io.engine.transport.name !== "websocket") {
+    await once(socket.io.engine, "upgrade");
+  }
+  const want = transport === "polling" ? "polling" : "websocket";
+  assert.equal(socket.io.engine.transport.name, want);
+  return socket;
+}
+
+async function post(path, body) {
+  const response = await fetch(url + path, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${admin}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const text = await response.text();
+  assert.ok(response.ok, `${path}: ${response.status} ${text}`);
+  return JSON.parse(text);
+}
+
+async function until(check, timeout = 10000) {
+  const deadline = Date.now() + timeout;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`condition not met in ${timeout} ms: ${check}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+const ask = (socket, event, payload) => socket.timeout(10000).emitWithAck(event, payload);
+const unique = (prefix) => `${prefix}-${transport}-${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
+
+const scenarios = {
+  async subscribe() {
+    const jobs = await connected(connect("/job", { token: process.env.CLIENT_TOKEN }));
+    const id = unique("node-sub");
+    const seen = [];
+    jobs.on("job:update", (job) => seen.push(job));
+    const ack = await ask(jobs, "subscribe", { job_id: id, since: null });
+    assert.deepEqual(ack, { ok: true, job: null, missed: [], reset: false });
+    for (let step = 1; step <= 10; step++) await post(`/api/jobs/${id}/updates`, { progress: step * 10 });
+    await until(() => seen.length === 10);
+    assert.deepEqual(seen.map((job) => job.seq), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    assert.equal(seen.at(-1).progress, 100);
+  },
+
+  async resume() {
+    const jobs = await connected(connect("/job", { token: process.env.CLIENT_TOKEN }));
+    const id = unique("node-resume");
+    const seen = [];
+    let last = null;
+    const take = (job) => {
+      if (last !== null && job.seq <= last) return;
+      assert.equal(job.seq, (last ?? 0) + 1, "a gap");
+      last = job.seq;
+      seen.push(job.seq);
+    };
+    jobs.on("job:update", take);
+    const subscribe = async () => {
+      const ack = await ask(jobs, "subscribe", { job_id: id, since: last });
+      assert.equal(ack.ok, true);
+      assert.equal(ack.reset, false);
+      ack.missed.forEach(take);
+    };
+    await subscribe();
+    for (let step = 1; step <= 3; step++) await post(`/api/jobs/${id}/updates`, { progress: step });
+    await until(() => seen.length === 3);
+
+    jobs.io.engine.close(); // the transport drops; the manager reconnects by itself
+    await until(() => !jobs.connected);
+    for (let step = 4; step <= 7; step++) await post(`/api/jobs/${id}/updates`, { progress: step });
+    await connected(jobs);
+    await subscribe();
+    await post(`/api/jobs/${id}/updates`, { status: "succeeded" });
+    await until(() => seen.length === 8);
+    assert.deepEqual(seen, [1, 2, 3, 4, 5, 6, 7, 8]);
+  },
+
+  async chat() {
+    const room = unique("room");
+    const ann = await connected(connect("/info", { token: process.env.CLIENT_TOKEN, name: "Ann" }));
+    const bob = await connected(connect("/info", { token: process.env.CLIENT_TOKEN, name: "Bob" }));
+    assert.equal((await ask(ann, "join", { room })).ok, true);
+    const presence = once(ann, "presence");
+    const joined = await ask(bob, "join", { room });
+    assert.deepEqual(joined.members.map((m) => m.id), ["node"]); // one identity, two tabs
+    assert.equal((await presence).room, room);
+    const heard = once(ann, "message");
+    const sent = await ask(bob, "message", { room, text: "hello from node" });
+    assert.equal(sent.ok, true);
+    assert.deepEqual(await heard, sent.message);
+    assert.equal(sent.message.text, "hello from node");
+  },
+
+  async announce() {
+    const info = await connected(connect("/info", { token: process.env.CLIENT_TOKEN }));
+    const heard = once(info, "announcement");
+    const posted = await post("/api/announcements", { text: "node says hi", level: "critical" });
+    assert.deepEqual(await heard, posted);
+  },
+
+  async errors() {
+    const jobs = await connected(connect("/job", { token: process.env.CLIENT_TOKEN }));
+    const bad = await ask(jobs, "subscribe", { job_id: "not a valid id" });
+    assert.equal(bad.ok, false);
+    assert.equal(bad.error.code, "invalid_payload");
+    const noted = once(jobs, "error");
+    jobs.emit("subscribe", "not an object");
+    const notice = await noted;
+    assert.equal(notice.event, "subscribe");
+    assert.equal(notice.error.code, "invalid_payload");
+    assert.equal((await ask(jobs, "subscribe", { job_id: "fine" })).ok, true);
+  },
+
+  async unauthorized() {
+    for (const namespace of ["/job", "/info"]) {
+      const socket = connect(namespace, { token: "not-a-token" });
+      const error = await once(socket, "connect_error");
+      assert.equal(error.message, "unauthorized");
+      socket.close();
+    }
+  },
+};
+
+const name = process.argv[2];
+try {
+  assert.ok(scenarios[name], `unknown scenario ${name}`);
+  await scenarios[name]();
+  console.log(`${name} over ${transport}: ok`);
+} catch (error) {
+  console.error(`${name} over ${transport}: ${error.stack ?? error}`);
+  process.exitCode = 1;
+} finally {
+  opened.forEach((socket) => socket.close());
+}
