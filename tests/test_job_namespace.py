@@ -6,7 +6,7 @@ import asyncio
 
 import httpx
 
-from .conftest import ADMIN, Api, Connect, Server, StartServer
+from .conftest import ADMIN, Api, Connect, Edge, Server, StartServer
 
 
 def seqs(events: list[dict]) -> list[int]:
