@@ -23,10 +23,12 @@ from .http_api import (
     routes,
 )
 from .hub import INFO_NS, JOB_NS, Hub
+from .manager import LocalManager
 from .metrics import Metrics
 from .namespaces import Context, InfoNamespace, JobNamespace, SwitchboardServer
 from .settings import Settings
 from .storage import StoreUnavailable, open_store
+from .streams import MANAGER, NAMESPACES, plain_websocket
 
 log = logging.getLogger("switchboard")
 
@@ -44,8 +46,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     metrics = Metrics()
     auth = Auth(settings)
+    manager = LocalManager(metrics)
     sio = SwitchboardServer(
         async_mode="aiohttp",
+        client_manager=manager,
         cors_allowed_origins=settings.cors_origins or None,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
@@ -56,20 +60,24 @@ def create_app(settings: Settings | None = None) -> web.Application:
     store = open_store(settings.store, history=settings.history)
     hub = Hub(store, sio, metrics, settings)
     context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings)
-    sio.register_namespace(JobNamespace(JOB_NS, context))
-    sio.register_namespace(InfoNamespace(INFO_NS, context))
+    namespaces = {JOB_NS: JobNamespace(JOB_NS, context), INFO_NS: InfoNamespace(INFO_NS, context)}
+    for namespace in namespaces.values():
+        sio.register_namespace(namespace)
 
     app[SETTINGS] = settings
     app[SIO] = sio
     app[HUB] = hub
     app[AUTH] = auth
     app[METRICS] = metrics
+    app[MANAGER] = manager
+    app[NAMESPACES] = namespaces
     app.cleanup_ctx.append(_lifetime)
     app.on_shutdown.append(_drop_sockets)
     app.add_routes(routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/ws", plain_websocket)
     app.router.add_get("/", dashboard)
     app.router.add_get("/switchboard.js", switchboard_js)
     app.router.add_static("/static/", STATIC)

@@ -84,8 +84,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def admin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /api call needs the admin bearer token."""
-    if request.path.startswith("/api/") or request.path == "/api":
+    """Every /api call needs the admin bearer token (the SSE stream checks its own)."""
+    public = request.match_info.route.name == "job-stream"
+    if (request.path.startswith("/api/") or request.path == "/api") and not public:
         auth = request.app[AUTH]
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         token = token.strip()

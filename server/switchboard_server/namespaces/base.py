@@ -43,11 +43,19 @@ class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
             socket.queue.put_nowait(None)
 
 
+RoomAction = Callable[[str], Awaitable[None]]
+
+
 @dataclass
 class Connection:
+    """One client in one namespace, whether it came over Socket.IO or a plain WebSocket."""
+
     identity: Identity
     member: Member
     bucket: TokenBucket
+    enter: RoomAction  # start receiving what is emitted to a room
+    exit: RoomAction
+    hang_up: Callable[[], Awaitable[None]]
     subscriptions: set[str] = field(default_factory=set)
     rooms: set[str] = field(default_factory=set)
 
@@ -81,12 +89,37 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             self.ctx.metrics.rejected.labels("unauthorized").inc()
             log.info("refused %s on %s: %s", sid, self.namespace, exc)
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
+
+        async def enter(room: str) -> None:
+            await self.enter_room(sid, room)
+
+        async def exit(room: str) -> None:
+            await self.leave_room(sid, room)
+
+        async def hang_up() -> None:
+            await self.disconnect(sid)
+
+        self.attach(sid, identity, enter, exit, hang_up)
+
+    def attach(
+        self,
+        sid: str,
+        identity: Identity,
+        enter: RoomAction,
+        exit: RoomAction,
+        hang_up: Callable[[], Awaitable[None]],
+    ) -> Connection:
         settings = self.ctx.settings
-        self.conns[sid] = Connection(
+        conn = Connection(
             identity=identity,
             member={"id": identity.sub or sid, "name": identity.name},
             bucket=TokenBucket(settings.rate_per_second, settings.rate_burst),
+            enter=enter,
+            exit=exit,
+            hang_up=hang_up,
         )
+        self.conns[sid] = conn
+        return conn
 
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
@@ -99,7 +132,10 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     async def trigger_event(self, event: Any, *args: Any) -> Any:
         if event in ("connect", "disconnect"):
             return await super().trigger_event(event, *args)
-        sid, payload = args[0], args[1:]
+        return await self.handle(event, args[0], args[1:])
+
+    async def handle(self, event: Any, sid: str, payload: tuple[Any, ...]) -> dict[str, Any]:
+        """Run one client event; the answer is the ack body, errors included."""
         try:
             return {"ok": True, **await self._dispatch(event, sid, payload)}
         except ApiError as exc:
@@ -118,7 +154,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not conn.bucket.take():
             if conn.bucket.flooding:
                 log.warning("disconnecting %s on %s: flooding", sid, self.namespace)
-                await self.disconnect(sid)
+                await conn.hang_up()
             raise ApiError(429, "rate_limited", "too many events, slow down")
         spec = self.events.get(event) if isinstance(event, str) else None
         if spec is None:

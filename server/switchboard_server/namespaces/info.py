@@ -27,7 +27,7 @@ class InfoNamespace(BaseNamespace):
             raise forbidden(f"at most {limit} rooms per connection")
         if room not in conn.rooms:
             conn.rooms.add(room)
-            await self.enter_room(sid, chat_room(room))
+            await conn.enter(chat_room(room))
             await self.ctx.hub.enter_room(room, sid, conn.member)
         return await self.ctx.hub.room_state(room)
 
@@ -52,5 +52,5 @@ class InfoNamespace(BaseNamespace):
 
     async def _part(self, sid: str, conn: Connection, room: str) -> None:
         conn.rooms.discard(room)
-        await self.leave_room(sid, chat_room(room))
+        await conn.exit(chat_room(room))
         await self.ctx.hub.exit_room(room, sid, conn.member)

@@ -39,7 +39,7 @@ class JobNamespace(BaseNamespace):
         job_id = check_job_id(payload.job_id, allow_all=True)
         room = ALL_JOBS_ROOM if job_id == "*" else job_room(job_id)
         conn.subscriptions.discard(room)
-        await self.leave_room(sid, room)
+        await conn.exit(room)
         return {}
 
     async def _join(self, sid: str, conn: Connection, room: str) -> None:
@@ -47,4 +47,4 @@ class JobNamespace(BaseNamespace):
         if room not in conn.subscriptions and len(conn.subscriptions) >= limit:
             raise forbidden(f"at most {limit} subscriptions per connection")
         conn.subscriptions.add(room)
-        await self.enter_room(sid, room)
+        await conn.enter(room)
