@@ -11,7 +11,7 @@ import aiohttp
 import httpx
 import pytest
 
-from .conftest import ADMIN, SECRET, Api, Connect, Edge, Server, StartServer
+from .conftest import ADMIN, ROOT, SECRET, Api, Connect, Edge, Server, StartServer, require_binary
 
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 
@@ -236,3 +236,22 @@ async def test_ws_auth_by_query_or_first_frame(start_server: StartServer, plain:
         await asyncio.wait_for(refused.reader, 10)
         assert refused.ws.close_code == 4401
         assert refused.unanswered[0]["error"]["code"] == "unauthorized"
+
+
+async def test_miniprogram_example_follows_a_job(server: Server, api: Api, edge: Edge) -> None:
+    node = require_binary("node")
+    await api.update("mini", status="running", progress=0)
+    proc = await asyncio.create_subprocess_exec(
+        node, "--experimental-websocket", str(ROOT / "examples" / "miniprogram_client.js"),
+        edge(server), "mini",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first = json.loads(await asyncio.wait_for(proc.stdout.readline(), 15))
+    assert first["seq"] == 1
+    for n in (50, 100):
+        await api.update("mini", progress=n)
+    await api.update("mini", status="succeeded")
+    out, err = await asyncio.wait_for(proc.communicate(), 15)
+    assert proc.returncode == 0, err.decode()
+    assert [json.loads(line)["seq"] for line in out.decode().splitlines()] == [2, 3, 4]
