@@ -328,3 +328,62 @@ def edge(request: pytest.FixtureRequest, start_nginx: Callable[[list[str]], str]
         return start_nginx([server.url.removeprefix("http://")])
 
     return url_for
+
+
+# -- redis-server ----------------------------------------------------------------------
+
+
+@dataclass
+class RedisProcess:
+    """A real redis-server on a free port, with AOF on (fsync always), restartable."""
+
+    binary: str
+    port: int
+    directory: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisProcess:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = self.directory / "redis.log"
+        self.proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory),
+             "--logfile", str(log)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.touch()
+        wait_for_port(self.port, self.proc, log)
+        return self
+
+    def stop(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def start_redis(tmp_path: Path) -> Iterator[Callable[[], RedisProcess]]:
+    started: list[RedisProcess] = []
+
+    def start() -> RedisProcess:
+        binary = require_binary("redis-server")
+        port = free_port()
+        started.append(RedisProcess(binary, port, tmp_path / f"redis-{port}").start())
+        return started[-1]
+
+    yield start
+    for redis in started:
+        redis.stop()
+
+
+@pytest.fixture(scope="session")
+def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """One redis-server for tests that keep apart by key prefix."""
+    binary = require_binary("redis-server")
+    redis = RedisProcess(binary, free_port(), tmp_path_factory.mktemp("redis")).start()
+    yield redis
+    redis.stop()

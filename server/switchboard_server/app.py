@@ -23,7 +23,7 @@ from .http_api import (
     routes,
 )
 from .hub import INFO_NS, JOB_NS, Hub
-from .manager import LocalManager
+from .manager import LocalManager, RedisManager
 from .metrics import Metrics
 from .namespaces import Context, InfoNamespace, JobNamespace, SwitchboardServer
 from .settings import Settings
@@ -46,7 +46,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     metrics = Metrics()
     auth = Auth(settings)
-    manager = LocalManager(metrics)
+    manager = (
+        RedisManager(settings.store, f"{settings.redis_prefix}socketio", metrics)
+        if settings.store.startswith(("redis://", "rediss://"))
+        else LocalManager(metrics)
+    )
     sio = SwitchboardServer(
         async_mode="aiohttp",
         client_manager=manager,
@@ -57,8 +61,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     sio.attach(app)
     metrics.watch_connections(sio)
-    store = open_store(settings.store, history=settings.history)
+    store = open_store(settings.store, history=settings.history, prefix=settings.redis_prefix)
     hub = Hub(store, sio, metrics, settings)
+    manager.on_resubscribe = hub.resync
     context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings)
     namespaces = {JOB_NS: JobNamespace(JOB_NS, context), INFO_NS: InfoNamespace(INFO_NS, context)}
     for namespace in namespaces.values():

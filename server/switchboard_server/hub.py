@@ -34,6 +34,7 @@ JOB_NS = "/job"
 INFO_NS = "/info"
 ALL_JOBS_ROOM = "job:*"  # job ids never contain '*'
 PURGE_EVERY = 60.0
+STOP_TIMEOUT = 5.0
 
 
 def job_room(job_id: str) -> str:
@@ -62,7 +63,8 @@ class Hub:
 
     async def stop(self) -> None:
         """Emit what is committed but not yet sent, then stop the background tasks."""
-        await self._outbox.join()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._outbox.join(), STOP_TIMEOUT)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -91,14 +93,36 @@ class Hub:
     async def _broadcast_loop(self) -> None:
         while True:
             job, accepted = await self._outbox.get()
+            rooms = [job_room(job["id"]), ALL_JOBS_ROOM]
+            delay = 0.05
             try:
-                await self._emit(JOB_NS, "job:update", job, [job_room(job["id"]), ALL_JOBS_ROOM])
+                while True:
+                    try:
+                        await self._emit(JOB_NS, "job:update", job, rooms)
+                        break
+                    except StoreUnavailable:  # the message queue is down: retry, in order
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, 1.0)
                 self.metrics.published.inc()
                 self.metrics.publish_seconds.observe(time.perf_counter() - accepted)
             except Exception:
                 log.exception("broadcast of %s seq %s failed", job["id"], job["seq"])
             finally:
                 self._outbox.task_done()
+
+    async def resync(self) -> None:
+        """Re-deliver, on this process only, the state of every job its clients watch.
+
+        Called after the pub/sub connection came back: clients drop what they have seen
+        and resubscribe from their last seq when the state shows they missed something.
+        """
+        manager = self.sio.manager
+        for room in manager.local_rooms(JOB_NS):
+            if room.startswith("job:") and room != ALL_JOBS_ROOM:
+                with contextlib.suppress(StoreUnavailable):
+                    job = await self.store.get_job(room.removeprefix("job:"))
+                    if job is not None:
+                        await manager.emit_local("job:update", job, JOB_NS, room)
 
     async def catch_up(
         self, job_id: str, since: int | None, limit: int | None = None

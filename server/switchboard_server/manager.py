@@ -8,11 +8,16 @@ that are not Socket.IO clients receive the same events, on every process.
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import socketio
 
 from .metrics import Metrics
+from .storage import StoreUnavailable
+
+log = logging.getLogger("switchboard.manager")
 
 Message = tuple[str, Any]  # (event, body)
 
@@ -33,10 +38,12 @@ class Tap:
 
 
 class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         super().__init__()
-        self.metrics = metrics
+        self.metrics = metrics or Metrics()
         self.taps: dict[tuple[str, str | None], set[Tap]] = {}
+        # Called when events may have been missed (a pub/sub reconnect): see Hub.resync.
+        self.on_resubscribe: Callable[[], Coroutine[Any, Any, None]] | None = None
 
     def add_tap(self, namespace: str, room: str | None, tap: Tap) -> None:
         """Receive what is emitted to `room` (None: the whole namespace)."""
@@ -77,3 +84,51 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         await super().emit(
             event, data, namespace, room=target, skip_sid=skip_sid, callback=callback, **kwargs
         )
+
+    async def emit_local(self, event: str, data: Any, namespace: str, room: str) -> None:
+        """Deliver to this process's clients only, whatever the manager."""
+        await LocalManager.emit(self, event, data, namespace, room=room)
+
+    def local_rooms(self, namespace: str) -> set[str]:
+        """Rooms with a client (Socket.IO or tap) on this process."""
+        rooms = {room for room in self.rooms.get(namespace, {}) if isinstance(room, str)}
+        rooms |= {room for ns, room in self.taps if ns == namespace and room is not None}
+        return rooms
+
+
+class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[misc]
+    """Broadcasts through Redis pub/sub; each process delivers through LocalManager.
+
+    Two narrow changes to python-socketio's manager: a failed publish raises (so the hub
+    retries it, in order, instead of losing it), and the listener reconnects within two
+    seconds and then asks for a resync of what it may have missed.
+    """
+
+    def __init__(self, url: str, channel: str, metrics: Metrics) -> None:
+        socketio.AsyncRedisManager.__init__(self, url, channel=channel)  # then LocalManager's
+        self.metrics = metrics
+        self._resyncs: set[asyncio.Task[None]] = set()
+
+    async def _publish(self, data: Any) -> Any:
+        result = await super()._publish(data)
+        if result is None:  # python-socketio logged it and gave up
+            raise StoreUnavailable("cannot publish to redis")
+        return result
+
+    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        delay, first = 0.25, True
+        while True:
+            try:
+                self._redis_connect()
+                await self.pubsub.subscribe(self.channel)
+                if not first and self.on_resubscribe is not None:
+                    task = asyncio.create_task(self.on_resubscribe())
+                    self._resyncs.add(task)
+                    task.add_done_callback(self._resyncs.discard)
+                first, delay = False, 0.25
+                async for message in self.pubsub.listen():
+                    yield message
+            except Exception as exc:
+                log.warning("redis pub/sub lost (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)

@@ -14,6 +14,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8001, ge=0, le=65535)
     store: str = "sqlite:///switchboard.db"
+    redis_prefix: str = Field("switchboard:", description="key and channel prefix in Redis")
     admin_token: SecretStr | None = None
     client_secret: SecretStr | None = None
     # Empty means same-origin only; "*" allows every origin.

@@ -16,7 +16,7 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, history: int) -> Store:
+def open_store(url: str, *, history: int, prefix: str = "switchboard:") -> Store:
     """A closed store for `url`; the caller awaits `open()`."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -27,6 +27,10 @@ def open_store(url: str, *, history: int) -> Store:
         from .sqlite import SqliteStore
 
         return SqliteStore(sqlite_path(url), history=history)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisStore
+
+        return RedisStore(url, history=history, prefix=prefix)
     raise ValueError(
         f"unknown store {url!r}: use memory://, sqlite:///path or redis://host:port/db"
     )
