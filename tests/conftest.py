@@ -258,6 +258,7 @@ def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 # -- external binaries: nginx, node -------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "tests" / "artifacts"
 
 
 def require_binary(name: str) -> str:
@@ -295,12 +296,13 @@ def start_nginx(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
              *[arg for node in nodes for arg in ("--node", node)], "--standalone", str(directory)],
             check=True, capture_output=True,
         )  # fmt: skip
-        log = directory / "error.log"
-        proc = subprocess.Popen(
-            [binary, "-p", str(directory), "-c", str(directory / "nginx.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
-        )
+        log = directory / "nginx.out"
+        with log.open("wb") as sink:
+            proc = subprocess.Popen(
+                [binary, "-p", str(directory), "-c", str(directory / "nginx.conf")],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
         procs.append(proc)
         wait_for_port(port, proc, log)
         return f"http://127.0.0.1:{port}"

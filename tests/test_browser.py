@@ -10,9 +10,8 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from .conftest import ADMIN, ROOT, Api, Edge, Server, StartServer, free_port, require_binary
+from .conftest import ADMIN, ARTIFACTS, Api, Edge, Server, StartServer, free_port, require_binary
 
-ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",

@@ -8,16 +8,21 @@ that are not Socket.IO clients receive the same events, on every process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
+import redis.asyncio as aioredis
 import socketio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from .metrics import Metrics
 from .storage import StoreUnavailable
 
 log = logging.getLogger("switchboard.manager")
+IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
 
 Message = tuple[str, Any]  # (event, body)
 
@@ -99,36 +104,64 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
 class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[misc]
     """Broadcasts through Redis pub/sub; each process delivers through LocalManager.
 
-    Two narrow changes to python-socketio's manager: a failed publish raises (so the hub
-    retries it, in order, instead of losing it), and the listener reconnects within two
-    seconds and then asks for a resync of what it may have missed.
+    Two narrow changes to python-socketio's manager: publishing has its own connection
+    with timeouts and raises when it fails (so the hub retries, in order, instead of
+    losing the event), and the listener reconnects within two seconds and then asks for
+    a resync of what its clients may have missed.
     """
 
     def __init__(self, url: str, channel: str, metrics: Metrics) -> None:
-        socketio.AsyncRedisManager.__init__(self, url, channel=channel)  # then LocalManager's
+        # No silent retries inside redis-py: a broken connection surfaces here and is
+        # replaced by a fresh one (its own resubscribe after a restart is not reliable).
+        options = {"socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
+        socketio.AsyncRedisManager.__init__(self, url, channel=channel, redis_options=options)
         self.metrics = metrics
+        self._publisher: Any = None
         self._resyncs: set[asyncio.Task[None]] = set()
 
     async def _publish(self, data: Any) -> Any:
-        result = await super()._publish(data)
-        if result is None:  # python-socketio logged it and gave up
-            raise StoreUnavailable("cannot publish to redis")
-        return result
+        try:
+            if self._publisher is None:
+                self._publisher = aioredis.Redis.from_url(
+                    self.redis_url, socket_timeout=2, socket_connect_timeout=2,
+                    retry=Retry(NoBackoff(), 0),
+                )  # fmt: skip
+            return await self._publisher.publish(self.channel, self.json.dumps(data))
+        except Exception as exc:
+            publisher, self._publisher = self._publisher, None
+            with contextlib.suppress(Exception):
+                await publisher.aclose()
+            raise StoreUnavailable(f"cannot publish to redis: {exc}") from exc
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        # A fresh, confirmed subscription for every attempt (a reused PubSub can stay deaf
+        # after a Redis restart), a ping when idle to notice a dead socket, backoff <= 2 s.
         delay, first = 0.25, True
         while True:
             try:
                 self._redis_connect()
-                await self.pubsub.subscribe(self.channel)
+                pubsub = self.pubsub = self.redis.pubsub()
+                await pubsub.subscribe(self.channel)
+                # Wait for Redis to confirm: a SUBSCRIBE sent while a restarted Redis is
+                # still loading its data is refused, and the connection would stay deaf.
+                confirmed = await pubsub.get_message(timeout=2.0)
+                if confirmed is None or confirmed["type"] != "subscribe":
+                    raise ConnectionError(f"subscribe not confirmed: {confirmed!r}")
+                log.info("redis pub/sub subscribed to %s", self.channel)
                 if not first and self.on_resubscribe is not None:
                     task = asyncio.create_task(self.on_resubscribe())
                     self._resyncs.add(task)
                     task.add_done_callback(self._resyncs.discard)
                 first, delay = False, 0.25
-                async for message in self.pubsub.listen():
-                    yield message
+                while True:
+                    message = await pubsub.get_message(timeout=IDLE_PING)
+                    if message is not None:
+                        yield message
+                    else:
+                        await pubsub.ping()
             except Exception as exc:
                 log.warning("redis pub/sub lost (%s); retrying in %.2fs", exc, delay)
+                with contextlib.suppress(Exception):
+                    await self.pubsub.aclose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
