@@ -70,7 +70,13 @@ def serve(
     port: Annotated[int | None, _opt("PORT", "Port [default: 8001].")] = None,
     store: Annotated[
         str | None,
-        _opt("STORE", "memory://, sqlite:///path [default: sqlite:///switchboard.db]."),
+        _opt(
+            "STORE",
+            "memory://, sqlite:///path or redis://host:port/db [default: sqlite:///switchboard.db].",
+        ),
+    ] = None,
+    redis_prefix: Annotated[
+        str | None, _opt("REDIS_PREFIX", "Key and channel prefix in Redis [default: switchboard:].")
     ] = None,
     admin_token: Annotated[
         str | None, _opt("ADMIN_TOKEN", "Admin token; random and printed once when unset.")
