@@ -16,6 +16,7 @@ from .http_api import (
     MAX_BODY,
     METRICS,
     Idempotency,
+    access_middleware,
     admin_middleware,
     error_response,
     errors_middleware,
@@ -42,7 +43,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[errors_middleware, admin_middleware, Idempotency().middleware],
+        middlewares=[
+            access_middleware,
+            errors_middleware,
+            admin_middleware,
+            Idempotency().middleware,
+        ],
     )
     metrics = Metrics()
     auth = Auth(settings)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import re
+import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, get_args
@@ -57,6 +58,38 @@ def error_response(error: ApiError) -> web.Response:
 
 
 # -- middlewares --------------------------------------------------------------
+
+REQUEST_ID = web.RequestKey("request_id", str)
+REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_log = logging.getLogger("switchboard.access")
+
+
+@web.middleware
+async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An access line per /api request, and a request id echoed in X-Request-Id."""
+    started = time.perf_counter()
+    given = request.headers.get("X-Request-Id", "")
+    request[REQUEST_ID] = request_id = given if REQUEST_ID_PATTERN.match(given) else new_id()
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = request_id
+    if request.path.startswith("/api"):
+        duration_ms = round((time.perf_counter() - started) * 1000, 2)
+        access_log.info(
+            "%s %s %s %.1fms",
+            request.method,
+            request.path,  # never the query string: it may carry ?token=
+            response.status,
+            duration_ms,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": duration_ms,
+                "request_id": request_id,
+            },
+        )
+    return response
 
 
 @web.middleware

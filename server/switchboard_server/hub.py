@@ -89,6 +89,13 @@ class Hub:
             log.error("store refused an update of %s: %s", job_id, exc)
             raise unavailable() from None
         self._outbox.put_nowait((job, accepted))
+        log.info(
+            "job %s seq %d %s",
+            job_id,
+            job["seq"],
+            job["status"],
+            extra={"job_id": job_id, "seq": job["seq"], "status": job["status"]},
+        )
         return job
 
     async def _broadcast_loop(self) -> None:
@@ -228,11 +235,8 @@ class Hub:
         to: str | list[str] | None,
         skip_sid: str | None = None,
     ) -> None:
-        recipients = sum(
-            1 for sid, _ in self.sio.manager.get_participants(namespace, to) if sid != skip_sid
-        )
+        # The manager delivers (and counts deliveries) on every process.
         await self.sio.emit(event, body, to=to, namespace=namespace, skip_sid=skip_sid)
-        self.metrics.deliveries.labels(namespace, event).inc(recipients)
 
     async def _purge_loop(self) -> None:
         while True:

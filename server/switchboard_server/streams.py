@@ -12,7 +12,7 @@ from aiohttp import WSMsgType, web
 
 from .auth import Identity, Unauthorized
 from .errors import ApiError, forbidden, invalid_payload
-from .http_api import AUTH, HUB, path_job_id, routes
+from .http_api import AUTH, HUB, REQUEST_ID, path_job_id, routes
 from .hub import INFO_NS, JOB_NS, job_room
 from .manager import LocalManager, Tap
 from .models import TERMINAL, Job, new_id
@@ -65,6 +65,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
                 "X-Accel-Buffering": "no",
+                "X-Request-Id": request[REQUEST_ID],
             }
         )
         await response.prepare(request)

@@ -87,7 +87,13 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             identity = self.ctx.auth.identify(auth)
         except Unauthorized as exc:
             self.ctx.metrics.rejected.labels("unauthorized").inc()
-            log.info("refused %s on %s: %s", sid, self.namespace, exc)
+            log.info(
+                "refused %s on %s: %s",
+                sid,
+                self.namespace,
+                exc,
+                extra={"namespace": self.namespace, "sid": sid, "code": "unauthorized"},
+            )
             raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
 
         async def enter(room: str) -> None:
@@ -100,6 +106,12 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.disconnect(sid)
 
         self.attach(sid, identity, enter, exit, hang_up)
+        log.debug(
+            "connected %s to %s",
+            sid,
+            self.namespace,
+            extra={"namespace": self.namespace, "sid": sid, "sub": identity.sub},
+        )
 
     def attach(
         self,
