@@ -36,13 +36,13 @@ run: $(VENV)/.installed  ## serve on 127.0.0.1:8001 with the SQLite store
 	$(BIN)/switchboard serve
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check server client tests
-	$(BIN)/ruff format --check server client tests
+	$(BIN)/ruff check server client tests examples
+	$(BIN)/ruff format --check server client tests examples
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff check --fix server client tests
-	$(BIN)/ruff format server client tests
+	$(BIN)/ruff check --fix server client tests examples
+	$(BIN)/ruff format server client tests examples
 
 test: lint $(NODE_TESTS)  ## lint, then the whole suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
