@@ -11,11 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# socket.io-client from npm, served by the server as /vendor/ (never committed).
-$(VENDOR): web/package.json web/package-lock.json
+# socket.io-client and the Socket.IO Admin UI from npm, copied into the server's
+# static files (never committed, never loaded from a CDN).
+$(VENDOR): web/package.json web/package-lock.json web/build_static.py
 	cd web && npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p $(dir $@)
-	cp web/node_modules/socket.io-client/dist/socket.io.esm.min.js* $(dir $@)
+	$(PYTHON) web/build_static.py
 
 static: $(VENDOR)
 
@@ -48,4 +48,4 @@ test: lint $(NODE_TESTS)  ## lint, then the whole suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) web/node_modules tests/node/node_modules $(dir $(VENDOR)) .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) web/node_modules tests/node/node_modules $(dir $(VENDOR)) server/switchboard_server/static/admin-ui .pytest_cache .mypy_cache .ruff_cache build dist

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,17 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
 
-from .conftest import ADMIN, ARTIFACTS, Api, Edge, Server, StartServer, free_port, require_binary
+from .conftest import (
+    ADMIN,
+    ARTIFACTS,
+    Api,
+    Connect,
+    Edge,
+    Server,
+    StartServer,
+    free_port,
+    require_binary,
+)
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -164,3 +175,53 @@ async def test_switchboard_js_shares_one_socket_per_namespace(
     assert await page.evaluate("() => window.same") is True
     sockets = server.sio.manager.rooms["/job"].get(None, {})
     assert len(sockets) == 1  # one connection for the whole page
+
+
+CONNECTED = re.compile(r"^\s*connected\s*$", re.IGNORECASE)
+
+
+async def login_admin_ui(page: Page, url: str, password: str) -> None:
+    await page.goto(url + "/admin-ui/")
+    await page.get_by_label("Server URL").fill(url)
+    await page.get_by_label("Username").fill("admin")
+    await page.get_by_label("Password").fill(password)
+    await page.get_by_role("button", name="Connect").click()
+
+
+async def test_admin_ui_shows_sockets_and_rooms(
+    start_server: StartServer, browser: Browser, connect: Connect
+) -> None:
+    server = await start_server(admin_ui=True)
+    client = await connect(server.url)
+    await client.call("/job", "subscribe", {"job_id": "build-1"})
+    await client.call("/info", "join", {"room": "lobby"})
+
+    page = await browser.new_page(viewport={"width": 1280, "height": 800})
+    await login_admin_ui(page, server.url, "wrong password")
+    await page.wait_for_timeout(1500)
+    assert await page.get_by_text(CONNECTED).count() == 0
+
+    await login_admin_ui(page, server.url, ADMIN)
+    await page.get_by_text(CONNECTED).first.wait_for(timeout=15000)
+    await page.get_by_role("link", name="Sockets").click()
+    await choose_namespace(page, "/job")
+    await page.get_by_role("cell", name="127.0.0.1").first.wait_for(timeout=15000)
+    await shot(page, "admin-ui-sockets")
+    await choose_namespace(page, "/info")
+    await page.get_by_role("cell", name="127.0.0.1").first.wait_for(timeout=15000)
+    await page.get_by_role("link", name="Rooms").click()
+    await choose_namespace(page, "/job")
+    await page.get_by_text("job:build-1").first.wait_for(timeout=15000)
+    await choose_namespace(page, "/info")
+    await page.get_by_text("room:lobby").first.wait_for(timeout=15000)
+    await shot(page, "admin-ui-rooms")
+
+
+async def choose_namespace(page: Page, namespace: str) -> None:
+    await page.get_by_role("textbox", name="Select namespace").click(force=True)
+    await page.get_by_role("option", name=namespace).click()
+
+
+async def test_admin_ui_is_off_by_default(server: Server) -> None:
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert (await http.get("/admin-ui/")).status_code == 404

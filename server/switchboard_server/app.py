@@ -37,6 +37,7 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 SIO: web.AppKey[SwitchboardServer] = web.AppKey("sio", SwitchboardServer)
 STATIC = Path(__file__).parent / "static"
 VENDOR = STATIC / "vendor"  # socket.io-client, copied from npm by `make static`
+ADMIN_UI = STATIC / "admin-ui"  # the Socket.IO Admin UI's prebuilt files, likewise
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
@@ -91,8 +92,20 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/ws", plain_websocket)
     app.router.add_get("/", dashboard)
     app.router.add_get("/switchboard.js", switchboard_js)
+    VENDOR.mkdir(exist_ok=True)  # built by `make static`; empty until then
+    ADMIN_UI.mkdir(exist_ok=True)
+    if settings.admin_ui:
+        instrumented = sio.instrument(auth={"username": "admin", "password": auth.admin_token})
+
+        async def uninstrument(app: web.Application) -> None:
+            # python-socketio patches Engine.IO classes process-wide; undo it with the app.
+            instrumented.uninstrument()
+
+        app.on_cleanup.append(uninstrument)
+        app.router.add_get("/admin-ui", admin_ui_redirect)
+        app.router.add_get("/admin-ui/", admin_ui)
+        app.router.add_static("/admin-ui/", ADMIN_UI)
     app.router.add_static("/static/", STATIC)
-    VENDOR.mkdir(exist_ok=True)
     app.router.add_static("/vendor/", VENDOR)
     if not (VENDOR / "socket.io.esm.min.js").exists():
         log.warning("socket.io-client bundle missing from %s: run `make static`", VENDOR)
@@ -139,6 +152,14 @@ async def metrics_page(request: web.Request) -> web.Response:
 
 async def dashboard(request: web.Request) -> web.FileResponse:
     return web.FileResponse(STATIC / "index.html")
+
+
+async def admin_ui(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(ADMIN_UI / "index.html")
+
+
+async def admin_ui_redirect(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/admin-ui/")
 
 
 async def switchboard_js(request: web.Request) -> web.FileResponse:

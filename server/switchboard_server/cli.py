@@ -106,6 +106,15 @@ def serve(
     max_packet_bytes: Annotated[
         int | None, _opt("MAX_PACKET_BYTES", "Largest socket packet [default: 1000000].")
     ] = None,
+    admin_ui: Annotated[
+        bool | None,
+        typer.Option(
+            "--admin-ui/--no-admin-ui",
+            envvar="SWITCHBOARD_ADMIN_UI",
+            help="Serve the Socket.IO Admin UI at /admin-ui/ (user admin, the admin token).",
+            show_default=False,
+        ),
+    ] = None,
     log_level: Annotated[
         str | None, _opt("LOG_LEVEL", "debug, info, warning, error [default: info].")
     ] = None,
@@ -138,6 +147,12 @@ def serve(
     if auth.client_secret is None:
         log.warning("no client secret: any client may connect and watch any job")
     log.info("CORS: %s", ", ".join(settings.cors_origins) or "same origin only")
+    log.info(
+        "admin UI: %s",
+        f"{settings.url}/admin-ui/ (user admin, the admin token as password)"
+        if settings.admin_ui
+        else "off (--admin-ui turns it on)",
+    )
     if auth.admin_token_generated:
         print(f"admin token (generated, shown once): {auth.admin_token}", file=sys.stderr)
     web.run_app(application, host=settings.host, port=settings.port, print=None)
