@@ -79,8 +79,20 @@ def _retry(response: httpx.Response | None, error: httpx.TransportError | None, 
 class _Api(Generic[R]):
     """Every admin call, defined once; `_send` makes it blocking or awaitable."""
 
-    retries: int
-    backoff: float
+    client_class: type[httpx.Client] | type[httpx.AsyncClient]
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        retries: int = 5,
+        backoff: float = 0.2,
+        timeout: float = 10.0,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = self.client_class(base_url=url, headers=headers, timeout=timeout)
+        self.retries, self.backoff = retries, backoff
 
     def _send(self, call: Call) -> R:
         raise NotImplementedError
@@ -145,18 +157,8 @@ class _Api(Generic[R]):
 class AsyncAdmin(_Api[Awaitable[Any]]):
     """`async with AsyncAdmin(url, token) as admin: await admin.update_job("b1", progress=5)`"""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        token: str | None = None,
-        *,
-        retries: int = 5,
-        backoff: float = 0.2,
-        timeout: float = 10.0,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.AsyncClient(base_url=url, headers=headers, timeout=timeout)
-        self.retries, self.backoff = retries, backoff
+    _http: httpx.AsyncClient
+    client_class = httpx.AsyncClient
 
     async def __aenter__(self) -> AsyncAdmin:
         return self
@@ -184,18 +186,8 @@ class AsyncAdmin(_Api[Awaitable[Any]]):
 class Admin(_Api[Any]):
     """The blocking twin of AsyncAdmin, for synchronous workers."""
 
-    def __init__(
-        self,
-        url: str = DEFAULT_URL,
-        token: str | None = None,
-        *,
-        retries: int = 5,
-        backoff: float = 0.2,
-        timeout: float = 10.0,
-    ) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
-        self.retries, self.backoff = retries, backoff
+    _http: httpx.Client
+    client_class = httpx.Client
 
     def __enter__(self) -> Admin:
         return self
