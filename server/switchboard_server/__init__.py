@@ -1,7 +1,8 @@
 """Switchboard: a realtime event server. Publish over HTTP, listen over Socket.IO."""
 
+__version__ = "0.1.0"
+
 from .app import create_app
 from .settings import Settings
 
-__all__ = ["Settings", "create_app"]
-__version__ = "0.1.0"
+__all__ = ["Settings", "__version__", "create_app"]

@@ -18,6 +18,7 @@ from .errors import ApiError, invalid_payload, not_found, unavailable
 from .hub import Hub
 from .metrics import Metrics
 from .models import AnnouncementIn, JobCreate, JobUpdate, Status, TokenIn, check_job_id, new_id
+from .openapi import build_openapi
 from .storage import StoreUnavailable
 
 log = logging.getLogger("switchboard.http")
@@ -34,6 +35,7 @@ HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 AUTH: web.AppKey[Auth] = web.AppKey("auth", Auth)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
+PUBLIC_ROUTES = {"job-stream", "openapi"}  # the stream checks tokens itself
 HTTP_CODES = {
     400: "invalid_payload",
     401: "unauthorized",
@@ -118,7 +120,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 @web.middleware
 async def admin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every /api call needs the admin bearer token (the SSE stream checks its own)."""
-    public = request.match_info.route.name == "job-stream"
+    public = request.match_info.route.name in PUBLIC_ROUTES
     if (request.path.startswith("/api/") or request.path == "/api") and not public:
         auth = request.app[AUTH]
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
@@ -282,6 +284,11 @@ async def announcements(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 50, 1, 1000)
     found = await request.app[HUB].recent_announcements(limit)
     return respond({"announcements": found})
+
+
+@routes.get("/api/openapi.json", name="openapi")
+async def openapi(request: web.Request) -> web.Response:
+    return respond(build_openapi())
 
 
 @routes.post("/api/tokens")
