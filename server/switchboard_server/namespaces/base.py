@@ -21,8 +21,10 @@ from ..storage import StoreUnavailable
 
 log = logging.getLogger("switchboard.socket")
 
-# Whether the event being handled carries an ack id; set per event by SwitchboardServer.
+# Set per client event by SwitchboardServer: whether it carries an ack id, and that it
+# came from a client (so a client cannot fake "connect" or "disconnect").
 ack_requested: ContextVar[bool] = ContextVar("ack_requested", default=True)
+from_client: ContextVar[bool] = ContextVar("from_client", default=False)
 
 
 class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -32,6 +34,7 @@ class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
     ) -> None:
         ack_requested.set(id is not None)
+        from_client.set(True)
         await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
@@ -142,7 +145,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         """Hook for cleanup when a connection goes away."""
 
     async def trigger_event(self, event: Any, *args: Any) -> Any:
-        if event in ("connect", "disconnect"):
+        if event in ("connect", "disconnect") and not from_client.get():
             return await super().trigger_event(event, *args)
         return await self.handle(event, args[0], args[1:])
 
