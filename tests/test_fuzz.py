@@ -1,4 +1,4 @@
-"""Hypothesis throws garbage at every socket event and at the raw protocols; the server keeps serving."""
+"""Hypothesis throws garbage at every socket event and raw protocol; the server keeps serving."""
 
 from __future__ import annotations
 
@@ -114,7 +114,8 @@ RAW_PACKETS = [
     "", "x", "9", "4", "40", "4{", "42", "42[", "42[]", "42[1]", "42[null]", '42["subscribe"',
     '42/job,["subscribe",', '42/nowhere,["subscribe",{}]', '42/job,999999999999999999999["x"]',
     "43/job,1[]", "45-[]", '451-/job,["subscribe",{"_placeholder":true,"num":0}]', "2probe",
-    "5", "6", "1", "0", "4" + "[" * 5000, '42/job,["subscribe",' + '{"a":' * 200 + "1" + "}" * 200 + "]",
+    "5", "6", "1", "0", "4" + "[" * 5000,
+    '42/job,["subscribe",' + '{"a":' * 200 + "1" + "}" * 200 + "]",
 ]  # fmt: skip
 
 
