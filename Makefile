@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 VENDOR := server/switchboard_server/static/vendor/socket.io.esm.min.js
 
-.PHONY: run test lint format clean static
+.PHONY: run test lint format clean static soak
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,10 @@ format: $(VENV)/.installed-test
 
 test: lint $(NODE_TESTS)  ## lint, then the whole suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+soak: $(VENV)/.installed-test $(NODE_TESTS)  ## the heavier variants: thousands of fuzz cases
+	SWITCHBOARD_FUZZ_EXAMPLES=2000 $(BIN)/pytest tests/test_fuzz.py tests/test_schemathesis.py \
+		tests/test_crash.py tests/test_scale.py --timeout 3600 $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) web/node_modules tests/node/node_modules $(dir $(VENDOR)) server/switchboard_server/static/admin-ui .pytest_cache .mypy_cache .ruff_cache build dist

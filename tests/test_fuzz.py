@@ -21,7 +21,9 @@ from .conftest import ADMIN, free_port, switchboard_cmd
 KNOWN_EVENTS = ["subscribe", "unsubscribe", "join", "leave", "message", "recent"]
 RESERVED = ["connect", "disconnect", "connect_error", "error"]
 FIELDS = ["job_id", "since", "room", "text", "limit", "op", "ref"]
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+# `make soak` raises the count; the default keeps `make test` quick.
+EXAMPLES = int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "60"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=80),

@@ -54,21 +54,6 @@ def test_sqlite_keeps_jobs_and_history_across_restarts(spawn_server: Spawn, tmp_
     assert [a["text"] for a in announcements] == ["again", "persisted"]
 
 
-def test_acknowledged_updates_survive_sigkill(spawn_server: Spawn, tmp_path: Path) -> None:
-    store, port = f"sqlite:///{tmp_path}/crash.db", free_port()
-    server = spawn_server("--store", store, port=port)
-    acknowledged = 0
-    with Admin(server.url, ADMIN) as admin:
-        for n in range(1, 31):
-            admin.update_job("crash", progress=n)
-            acknowledged = n
-    server.kill(signal.SIGKILL)
-    again = spawn_server("--store", store, port=port)
-    with Admin(again.url, ADMIN) as admin:
-        events = admin.events("crash")["events"]
-    assert [e["seq"] for e in events] == list(range(1, acknowledged + 1))
-
-
 async def test_resumed_subscriber_misses_nothing_across_a_restart(
     spawn_server: Spawn, tmp_path: Path
 ) -> None:

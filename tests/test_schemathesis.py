@@ -42,7 +42,11 @@ def live_url() -> Iterator[str]:
 
 
 @schema.parametrize()
-@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "20")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 def test_no_request_gets_a_server_error(case: Any, live_url: str) -> None:
     headers = {"Authorization": f"Bearer {ADMIN}"}
     response = case.call(base_url=live_url, headers=headers, timeout=10)
