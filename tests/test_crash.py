@@ -1,4 +1,4 @@
-"""A burst of concurrent updates on SQLite cut by SIGKILL or SIGTERM: nothing acknowledged is lost."""
+"""A burst of updates on SQLite cut by SIGKILL or SIGTERM: nothing acknowledged is lost."""
 
 from __future__ import annotations
 
