@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import httpx
 import pytest
 import websocket
 
-from .conftest import Server, StartServer
+from .conftest import ADMIN, Api, Connect, Server, StartServer
 
 ENGINE_IO = {"EIO": "4", "transport": "polling"}
 
@@ -80,3 +81,39 @@ async def test_oversized_headers_and_urls_are_refused(
         response = await http.get(path, headers=headers)
         assert 400 <= response.status_code < 500
         assert (await http.get("/healthz")).status_code == 200
+
+
+async def test_a_client_that_stops_reading_is_dropped(
+    start_server: StartServer, connect: Connect
+) -> None:
+    server = await start_server(max_pending=50)
+    loop = asyncio.get_running_loop()
+
+    def open_silent_client() -> websocket.WebSocket:
+        ws = websocket.create_connection(
+            server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket",
+            sockopt=((socket.SOL_SOCKET, socket.SO_RCVBUF, 4096),),  # a small window
+        )
+        ws.recv()  # Engine.IO open
+        ws.send("40/job,")
+        ws.recv()  # namespace connected
+        ws.send('42/job,0["subscribe",{"job_id":"slow"}]')
+        ws.recv()  # the ack; from here on it never reads again
+        return ws
+
+    silent = await loop.run_in_executor(None, open_silent_client)
+    reader = await connect(server.url, namespaces=("/job",))
+    await reader.call("/job", "subscribe", {"job_id": "slow"})
+    async with httpx.AsyncClient(
+        base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}
+    ) as http:
+        api = Api(http)
+        blob = "x" * 60_000  # fills the socket buffers fast
+        for n in range(300):
+            await api.update("slow", progress=n % 100, data={"blob": blob})
+        text = (await http.get("/metrics")).text
+    assert 'switchboard_rejected_total{code="slow_consumer"} 1.0' in text
+    assert len(server.sio.eio.sockets) == 1  # only the reader is left
+    events = await reader.wait_for("job:update", 300, timeout=30)
+    assert [e["seq"] for e in events] == list(range(1, 301))  # the others were not held back
+    silent.close()

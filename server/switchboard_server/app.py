@@ -54,9 +54,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     metrics = Metrics()
     auth = Auth(settings)
     manager = (
-        RedisManager(settings.store, f"{settings.redis_prefix}socketio", metrics)
+        RedisManager(
+            settings.store, f"{settings.redis_prefix}socketio", metrics, settings.max_pending
+        )
         if settings.store.startswith(("redis://", "rediss://"))
-        else LocalManager(metrics)
+        else LocalManager(metrics, settings.max_pending)
     )
     sio = SwitchboardServer(
         async_mode="aiohttp",

@@ -106,6 +106,10 @@ def serve(
     max_packet_bytes: Annotated[
         int | None, _opt("MAX_PACKET_BYTES", "Largest socket packet [default: 1000000].")
     ] = None,
+    max_pending: Annotated[
+        int | None,
+        _opt("MAX_PENDING", "Unread packets before a client is dropped [default: 1000]."),
+    ] = None,
     admin_ui: Annotated[
         bool | None,
         typer.Option(

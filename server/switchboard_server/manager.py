@@ -43,10 +43,12 @@ class Tap:
 
 
 class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(self, metrics: Metrics | None = None, max_pending: int = 1000) -> None:
         super().__init__()
         self.metrics = metrics or Metrics()
+        self.max_pending = max_pending  # packets queued for one client before it is dropped
         self.taps: dict[tuple[str, str | None], set[Tap]] = {}
+        self._closing: set[asyncio.Future[None]] = set()
         # Called when events may have been missed (a pub/sub reconnect): see Hub.resync.
         self.on_resubscribe: Callable[[], Coroutine[Any, Any, None]] | None = None
 
@@ -83,12 +85,42 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
             if tap.sid not in skipped:
                 tap.deliver(event, data)
                 delivered += 1
-        participants = self.get_participants(namespace, target)
-        delivered += sum(1 for sid, _ in participants if sid not in skipped)
+        for sid, eio_sid in list(self.get_participants(namespace, target)):
+            if sid in skipped:
+                continue
+            if self._too_slow(eio_sid):
+                skipped.add(sid)
+            else:
+                delivered += 1
         self.metrics.deliveries.labels(namespace, event).inc(delivered)
+        skip = [sid for sid in skipped if sid is not None]
         await super().emit(
-            event, data, namespace, room=target, skip_sid=skip_sid, callback=callback, **kwargs
+            event, data, namespace, room=target, skip_sid=skip, callback=callback, **kwargs
         )
+
+    async def _drop(self, eio_sid: str, socket: Any) -> None:
+        # Without a goodbye (it would queue behind what the client does not read), as
+        # engineio's own disconnect does once a socket is closed.
+        await socket.close(wait=False, abort=True)
+        self.server.eio.sockets.pop(eio_sid, None)
+
+    def _too_slow(self, eio_sid: str) -> bool:
+        """A client that stopped reading: drop it before its queue eats the memory."""
+        socket = self.server.eio.sockets.get(eio_sid) if self.server else None
+        if socket is None or socket.queue.qsize() < self.max_pending:
+            return False
+        if not socket.closed:
+            log.warning(
+                "dropping %s: %d packets unread (slow consumer)",
+                eio_sid,
+                socket.queue.qsize(),
+                extra={"sid": eio_sid, "code": "slow_consumer"},
+            )
+            self.metrics.rejected.labels("slow_consumer").inc()
+            task = asyncio.ensure_future(self._drop(eio_sid, socket))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return True
 
     async def emit_local(self, event: str, data: Any, namespace: str, room: str) -> None:
         """Deliver to this process's clients only, whatever the manager."""
@@ -110,12 +142,13 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
     a resync of what its clients may have missed.
     """
 
-    def __init__(self, url: str, channel: str, metrics: Metrics) -> None:
+    def __init__(self, url: str, channel: str, metrics: Metrics, max_pending: int = 1000) -> None:
         # No silent retries inside redis-py: a broken connection surfaces here and is
         # replaced by a fresh one (its own resubscribe after a restart is not reliable).
         options = {"socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
         socketio.AsyncRedisManager.__init__(self, url, channel=channel, redis_options=options)
         self.metrics = metrics
+        self.max_pending = max_pending
         self._publisher: Any = None
         self._resyncs: set[asyncio.Task[None]] = set()
 

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_subscriptions: int = Field(100, ge=1)
     max_rooms: int = Field(20, ge=1)
     max_packet_bytes: int = Field(1_000_000, ge=1024)
+    # Packets queued for one client that stopped reading before it is dropped.
+    max_pending: int = Field(1000, ge=10)
     # Socket.IO Admin UI at /admin-ui/: user "admin", the admin token as password.
     admin_ui: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
