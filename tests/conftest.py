@@ -216,6 +216,37 @@ def switchboard_cmd() -> list[str]:
     return [sys.executable, "-m", "switchboard_server"]
 
 
+def wait_until_healthy(url: str, proc: subprocess.Popen[Any], log: Path | None = None) -> None:
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"server did not start:\n{log.read_text() if log else ''}")
+        time.sleep(0.05)
+
+
+def launch(
+    log: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None
+) -> ServerProcess:
+    """`switchboard serve` as a real process, answering /healthz."""
+    port = port or free_port()
+    environ = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ADMIN, **(env or {})}
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*switchboard_cmd(), "serve", "--port", str(port), *args],
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=environ,
+        )
+    url = f"http://127.0.0.1:{port}"
+    wait_until_healthy(url, proc, log)
+    return ServerProcess(url, proc, log)
+
+
 @pytest.fixture
 def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     """Start `switchboard serve` as a real process; every one is killed at the end."""
@@ -224,29 +255,10 @@ def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     def spawn(
         *args: str, port: int | None = None, env: dict[str, str] | None = None
     ) -> ServerProcess:
-        port = port or free_port()
-        log = tmp_path / f"server-{port}-{len(procs)}.log"
-        environ = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ADMIN, **(env or {})}
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                [*switchboard_cmd(), "serve", "--port", str(port), *args],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=environ,
-            )
-        procs.append(proc)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        return ServerProcess(url, proc, log)
+        log = tmp_path / f"server-{len(procs)}.log"
+        server = launch(log, *args, port=port, env=env)
+        procs.append(server.proc)
+        return server
 
     yield spawn
     for proc in procs:
@@ -380,6 +392,18 @@ def start_redis(tmp_path: Path) -> Iterator[Callable[[], RedisProcess]]:
     yield start
     for redis in started:
         redis.stop()
+
+
+@pytest.fixture(scope="module")
+def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One server process for a module of attacks, with rate limits out of the way."""
+    log = tmp_path_factory.mktemp("live") / "server.log"
+    server = launch(
+        log, "--store", "memory://", "--rate-per-second", "100000", "--rate-burst", "100000"
+    )
+    yield server.url
+    server.proc.terminate()
+    assert server.proc.wait(timeout=15) == 0  # it survived everything and shut down cleanly
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +14,6 @@ import socketio
 import websocket
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from .conftest import ADMIN, free_port, switchboard_cmd
 
 KNOWN_EVENTS = ["subscribe", "unsubscribe", "join", "leave", "message", "recent"]
 RESERVED = ["connect", "disconnect", "connect_error", "error"]
@@ -39,27 +36,6 @@ payloads = st.one_of(
     st.builds(lambda n: {"room": "r", "text": "é" * n}, st.integers(0, 5000)),
 )
 events = st.sampled_from(KNOWN_EVENTS + RESERVED) | st.text(max_size=40)
-
-
-@pytest.fixture(scope="module")
-def live_url() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ADMIN}
-    proc = subprocess.Popen(
-        [*switchboard_cmd(), "serve", "--store", "memory://", "--port", str(port),
-         "--rate-per-second", "100000", "--rate-burst", "100000"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    assert proc.wait(timeout=15) == 0  # it survived everything and shut down cleanly
 
 
 @pytest.fixture(scope="module", params=["websocket", "polling"])

@@ -5,12 +5,11 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
-from .conftest import ADMIN, ROOT, free_port
+from .conftest import ADMIN, ROOT, free_port, wait_until_healthy
 
 
 def test_wheel_installs_and_serves_without_the_source_tree(tmp_path: Path) -> None:
@@ -48,12 +47,7 @@ def test_wheel_installs_and_serves_without_the_source_tree(tmp_path: Path) -> No
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_until_healthy(url, server)
         assert "Switchboard" in httpx.get(url + "/").text
         module = httpx.get(url + "/switchboard.js")
         assert module.status_code == 200 and "watchJob" in module.text

@@ -3,42 +3,16 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import time
-from collections.abc import Iterator
 from typing import Any
 
-import httpx
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from switchboard_server.openapi import build_openapi
 
-from .conftest import ADMIN, free_port, switchboard_cmd
+from .conftest import ADMIN
 
 # The SSE stream stays open until its job ends; tests/test_streams.py covers it.
 schema = schemathesis.openapi.from_dict(build_openapi()).exclude(path_regex=r"/stream$")
-
-
-@pytest.fixture(scope="module")
-def live_url() -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": ADMIN, "SWITCHBOARD_CLIENT_SECRET": "s" * 32}
-    proc = subprocess.Popen(
-        [*switchboard_cmd(), "serve", "--store", "memory://", "--port", str(port),
-         "--rate-per-second", "10000", "--rate-burst", "10000"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            time.sleep(0.05)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=15)
 
 
 @schema.parametrize()
