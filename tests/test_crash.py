@@ -21,7 +21,8 @@ def test_burst_cut_by_a_signal_keeps_every_acknowledged_update(
     spawn_server: Callable[..., ServerProcess], tmp_path: Path, sig: signal.Signals
 ) -> None:
     store, port = f"sqlite:///{tmp_path}/burst.db", free_port()
-    server = spawn_server("--store", store, port=port)
+    keep_all = ("--history", "1000000")  # the burst may well pass the default 1,000
+    server = spawn_server("--store", store, *keep_all, port=port)
     acknowledged: list[int] = []
     lock = threading.Lock()
     stop = threading.Event()
@@ -49,7 +50,7 @@ def test_burst_cut_by_a_signal_keeps_every_acknowledged_update(
     if sig == signal.SIGTERM:
         assert code == 0 and time.monotonic() - started < 10  # graceful, and quick
 
-    again = spawn_server("--store", store, port=port)
+    again = spawn_server("--store", store, *keep_all, port=port)
     with httpx.Client(base_url=again.url, headers=HEADERS, timeout=10) as http:
         job = http.get("/api/jobs/burst").json()
         events = http.get("/api/jobs/burst/events", params={"since": 0}).json()["events"]
