@@ -22,7 +22,7 @@ def test_worker_and_watcher_ride_through_a_restart(
     env = {**os.environ, "SWITCHBOARD_URL": server.url, "SWITCHBOARD_ADMIN_TOKEN": ADMIN}
     examples = ROOT / "examples"
     worker = subprocess.Popen(
-        [sys.executable, str(examples / "worker.py"), "example", "--steps=12", "--pause=0.15"],
+        [sys.executable, str(examples / "worker.py"), "example", "--steps=20", "--pause=0.15"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert worker.stdout is not None
@@ -31,7 +31,9 @@ def test_worker_and_watcher_ride_through_a_restart(
         [sys.executable, str(examples / "watch.py"), "example"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    time.sleep(0.6)
+    assert watcher.stdout is not None
+    first = watcher.stdout.readline()  # it is connected and following
+    time.sleep(0.3)
     server.kill(signal.SIGKILL)
     time.sleep(0.5)  # the worker retries, the watcher reconnects
     spawn_server("--store", store, port=port)
@@ -40,5 +42,5 @@ def test_worker_and_watcher_ride_through_a_restart(
     assert worker.returncode == 0, worker_err
     out, err = watcher.communicate(timeout=60)
     assert watcher.returncode == 0, err
-    seqs = [json.loads(line)["seq"] for line in out.splitlines()]
-    assert seqs == list(range(seqs[0], 15))  # running, 12 steps, succeeded: seq 14 is last
+    seqs = [json.loads(line)["seq"] for line in (first + out).splitlines()]
+    assert seqs == list(range(seqs[0], 23))  # running, 20 steps, succeeded: seq 22 is last
