@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 VENDOR := server/switchboard_server/static/vendor/socket.io.esm.min.js
 
-.PHONY: run test lint format clean static soak
+.PHONY: run test lint format clean static soak bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,20 +36,28 @@ run: $(VENV)/.installed  ## serve on 127.0.0.1:8001 with the SQLite store
 	$(BIN)/switchboard serve
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check server client tests examples
-	$(BIN)/ruff format --check server client tests examples
+	$(BIN)/ruff check server client tests examples bench
+	$(BIN)/ruff format --check server client tests examples bench
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff check --fix server client tests examples
-	$(BIN)/ruff format server client tests examples
+	$(BIN)/ruff check --fix server client tests examples bench
+	$(BIN)/ruff format server client tests examples bench
 
-test: lint $(NODE_TESTS)  ## lint, then the whole suite against real servers
+# The reference Node socket.io server and the load generator for `make bench`.
+BENCH_DEPS := bench/node_ref/node_modules/.package-lock.json
+$(BENCH_DEPS): bench/node_ref/package.json bench/node_ref/package-lock.json
+	cd bench/node_ref && npm ci --no-audit --no-fund --loglevel=error
+
+test: lint $(NODE_TESTS) $(BENCH_DEPS)  ## lint, then the whole suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 soak: $(VENV)/.installed-test $(NODE_TESTS)  ## the heavier variants: thousands of fuzz cases
 	SWITCHBOARD_FUZZ_EXAMPLES=2000 $(BIN)/pytest tests/test_fuzz.py tests/test_schemathesis.py \
 		tests/test_crash.py tests/test_scale.py --timeout 3600 $(PYTEST_ARGS)
 
+bench: $(VENV)/.installed $(BENCH_DEPS)  ## Switchboard beside Node socket.io, same run
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python bench/run.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) web/node_modules tests/node/node_modules $(dir $(VENDOR)) server/switchboard_server/static/admin-ui .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) web/node_modules tests/node/node_modules bench/node_ref/node_modules $(dir $(VENDOR)) server/switchboard_server/static/admin-ui .pytest_cache .mypy_cache .ruff_cache build dist

@@ -1,0 +1,59 @@
+// Load generator: N websocket subscribers of one job, K events, deliveries/s and latency.
+//   node load.mjs URL KIND N K [ADMIN_TOKEN]      (KIND: switchboard | node)
+// Prints one JSON line. Latency is publish-to-delivery on one clock (this machine).
+import { io } from "socket.io-client";
+
+const [url, kind, n, k, admin] = process.argv.slice(2);
+const clients = Number(n);
+const events = Number(k);
+const job = `bench-${Date.now()}`;
+const latencies = [];
+let delivered = 0;
+let lastAt = 0;
+const sockets = [];
+
+function open() {
+  return new Promise((resolve, reject) => {
+    const socket = io(`${url}/job`, { transports: ["websocket"], reconnection: false, forceNew: true });
+    socket.on("connect_error", reject);
+    socket.on("job:update", (event) => {
+      const now = Date.now();
+      latencies.push(now - event.data.t);
+      delivered += 1;
+      lastAt = now;
+    });
+    socket.on("connect", async () => {
+      await socket.emitWithAck("subscribe", { job_id: job, since: null });
+      resolve(socket);
+    });
+    sockets.push(socket);
+  });
+}
+
+for (let i = 0; i < clients; i += 250) {
+  await Promise.all(Array.from({ length: Math.min(250, clients - i) }, open));
+}
+
+const started = Date.now();
+if (kind === "node") {
+  await fetch(`${url}/publish?job=${job}&n=${events}`, { method: "POST" });
+} else {
+  await Promise.all(Array.from({ length: events }, (_, i) =>
+    fetch(`${url}/api/jobs/${job}/updates`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${admin}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ progress: i % 100, data: { t: Date.now() } }),
+    }).then((r) => r.text())));
+}
+const expected = clients * events;
+const deadline = Date.now() + 120000;
+while (delivered < expected && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+latencies.sort((a, b) => a - b);
+const pick = (q) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? null;
+const seconds = Math.max(0.001, (lastAt - started) / 1000);
+console.log(JSON.stringify({
+  kind, clients, events, expected, delivered, seconds,
+  deliveries_per_s: Math.round(delivered / seconds), p50_ms: pick(0.5), p99_ms: pick(0.99),
+}));
+sockets.forEach((s) => s.close());
+process.exit(delivered === expected ? 0 : 1);
