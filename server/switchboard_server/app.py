@@ -94,8 +94,6 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/ws", plain_websocket)
     app.router.add_get("/", dashboard)
     app.router.add_get("/switchboard.js", switchboard_js)
-    VENDOR.mkdir(exist_ok=True)  # built by `make static`; empty until then
-    ADMIN_UI.mkdir(exist_ok=True)
     if settings.admin_ui:
         instrumented = sio.instrument(auth={"username": "admin", "password": auth.admin_token})
 
@@ -106,12 +104,18 @@ def create_app(settings: Settings | None = None) -> web.Application:
         app.on_cleanup.append(uninstrument)
         app.router.add_get("/admin-ui", admin_ui_redirect)
         app.router.add_get("/admin-ui/", admin_ui)
-        app.router.add_static("/admin-ui/", ADMIN_UI)
+        _add_built(app, "/admin-ui/", ADMIN_UI)
     app.router.add_static("/static/", STATIC)
-    app.router.add_static("/vendor/", VENDOR)
-    if not (VENDOR / "socket.io.esm.min.js").exists():
-        log.warning("socket.io-client bundle missing from %s: run `make static`", VENDOR)
+    _add_built(app, "/vendor/", VENDOR)
     return app
+
+
+def _add_built(app: web.Application, prefix: str, directory: Path) -> None:
+    """Serve files that `make static` copies from npm; they are absent from a bare checkout."""
+    if directory.is_dir():
+        app.router.add_static(prefix, directory)
+    else:
+        log.warning("%s is missing (run `make static`): %s is not served", directory, prefix)
 
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -126,10 +126,8 @@ class Hub:
         last seq when the state shows they missed something.
         """
         manager = self.sio.manager
-        rooms = [r for r in manager.local_rooms(JOB_NS) if r.startswith("job:")]
-        for room in rooms:
-            if room == ALL_JOBS_ROOM:
-                continue
+        rooms = manager.local_rooms(JOB_NS)
+        for room in [r for r in rooms if r.startswith("job:") and r != ALL_JOBS_ROOM]:
             for _ in range(RESYNC_TRIES):  # the store may still be reconnecting too
                 try:
                     job = await self.store.get_job(room.removeprefix("job:"))
