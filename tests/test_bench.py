@@ -16,9 +16,14 @@ def test_bench_harness_smoke(tmp_path: Path) -> None:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "run.py"), "--clients", "20", "--events", "5",
-         "--repeat", "1", "--out", str(out)],
+         "--repeat", "1", "--rate", "50", "--rate-clients", "10", "--memory-clients", "20",
+         "--idle-clients", "20", "--hold", "1", "--updates", "100", "--concurrency", "8",
+         "--jobs", "4", "--out", str(out)],
         capture_output=True, text=True, timeout=300, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     table = out.read_text()
-    assert "| 20 | switchboard |" in table and "| 20 | node |" in table
+    for section in ("Fan-out", "Steady rate", "Flood", "Memory", "Idle", "Durable publish"):
+        assert f"### {section}" in table
+    assert "| switchboard | 20 | 20 | 20 | 0 |" in table  # every idle client connected, stayed
+    assert "| SQLite |" in table

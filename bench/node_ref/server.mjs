@@ -1,28 +1,31 @@
 // The reference: Node socket.io 4.8 with the same /job subscribe + job:update broadcast.
 //   node server.mjs PORT
-// POST /publish?job=ID&n=K emits K job:update events to the job's room, each stamped.
+// POST /api/jobs/ID/updates with a JSON body emits one job:update to the job's room, as
+// Switchboard's HTTP API does (without validation, storage or auth: a lower bound).
 import { createServer } from "node:http";
 import { Server } from "socket.io";
 
 const port = Number(process.argv[2] ?? 8100);
 const seqs = new Map();
-const http = createServer((req, res) => {
-  const url = new URL(req.url, "http://x");
-  if (req.method === "POST" && url.pathname === "/publish") {
-    const job = url.searchParams.get("job");
-    const n = Number(url.searchParams.get("n") ?? 1);
-    for (let i = 0; i < n; i++) {
-      const seq = (seqs.get(job) ?? 0) + 1;
-      seqs.set(job, seq);
-      io.of("/job").to(`job:${job}`).emit("job:update", {
-        id: job, status: "running", progress: null, message: null,
-        data: { t: Date.now() }, seq, created_at: "", updated_at: "",
-      });
-    }
-    res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({ ok: true }));
+const http = createServer(async (req, res) => {
+  const match = /^\/api\/jobs\/([^/]+)\/updates$/.exec(req.url);
+  if (req.method !== "POST" || !match) {
+    res.writeHead(404).end();
     return;
   }
-  res.writeHead(404).end();
+  let body = "";
+  for await (const chunk of req) body += chunk;
+  const change = JSON.parse(body);
+  const id = match[1];
+  const seq = (seqs.get(id) ?? 0) + 1;
+  seqs.set(id, seq);
+  const now = new Date().toISOString();
+  const job = {
+    id, status: "running", progress: change.progress ?? null, message: change.message ?? null,
+    data: change.data ?? null, seq, created_at: now, updated_at: now,
+  };
+  io.of("/job").to(`job:${id}`).emit("job:update", job);
+  res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify(job));
 });
 const io = new Server(http, { cors: { origin: "*" } });
 io.of("/job").on("connection", (socket) => {

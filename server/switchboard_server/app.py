@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -124,6 +126,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     await hub.start()
     yield
     await hub.stop()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5.0):
+            await app[MANAGER].flush()
     await hub.store.close()
 
 

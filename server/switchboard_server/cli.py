@@ -119,6 +119,9 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    event_loop: Annotated[
+        str | None, _opt("EVENT_LOOP", "auto (uvloop when installed), uvloop or asyncio.")
+    ] = None,
     log_level: Annotated[
         str | None, _opt("LOG_LEVEL", "debug, info, warning, error [default: info].")
     ] = None,
@@ -139,6 +142,8 @@ def serve(
     except ValidationError as exc:
         _fail(f"bad configuration: {exc}", code=2)
     logs.configure(settings.log_level, settings.log_format)
+    loop = _new_loop(settings.event_loop)
+    asyncio.set_event_loop(loop)
     application = create_app(settings)
     auth = application[AUTH]
     log.info("switchboard %s serving on %s", __version__, settings.url)
@@ -150,6 +155,10 @@ def serve(
     )
     if auth.client_secret is None:
         log.warning("no client secret: any client may connect and watch any job")
+    log.info("event loop: %s", type(loop).__module__.split(".")[0])
+    raised = raise_fd_limit()
+    if raised:
+        log.info("open files limit raised to %d", raised)
     log.info("CORS: %s", ", ".join(settings.cors_origins) or "same origin only")
     log.info(
         "admin UI: %s",
@@ -159,7 +168,36 @@ def serve(
     )
     if auth.admin_token_generated:
         print(f"admin token (generated, shown once): {auth.admin_token}", file=sys.stderr)
-    web.run_app(application, host=settings.host, port=settings.port, print=None)
+    web.run_app(application, host=settings.host, port=settings.port, print=None, loop=loop)
+
+
+def _new_loop(choice: str) -> asyncio.AbstractEventLoop:
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                _fail("--event-loop uvloop: uvloop is not installed", code=2)
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def raise_fd_limit() -> int | None:
+    """Lift the soft open-files limit to the hard one: each client holds a descriptor."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    except (ValueError, OSError):
+        return None
+    return wanted
 
 
 @app.command()

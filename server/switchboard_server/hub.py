@@ -102,15 +102,8 @@ class Hub:
         while True:
             job, accepted = await self._outbox.get()
             rooms = [job_room(job["id"]), ALL_JOBS_ROOM]
-            delay = 0.05
             try:
-                while True:
-                    try:
-                        await self._emit(JOB_NS, "job:update", job, rooms)
-                        break
-                    except StoreUnavailable:  # the message queue is down: retry, in order
-                        await asyncio.sleep(delay)
-                        delay = min(delay * 2, 1.0)
+                await self._emit(JOB_NS, "job:update", job, rooms)
                 self.metrics.published.inc()
                 self.metrics.publish_seconds.observe(time.perf_counter() - accepted)
             except Exception:

@@ -15,11 +15,13 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import socketio
+from engineio import packet as eio_packet
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from socketio import packet as sio_packet
 
+from .fanout import Cork, text_frame
 from .metrics import Metrics
-from .storage import StoreUnavailable
 
 log = logging.getLogger("switchboard.manager")
 IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
@@ -48,6 +50,7 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         self.metrics = metrics or Metrics()
         self.max_pending = max_pending  # packets queued for one client before it is dropped
         self.taps: dict[tuple[str, str | None], set[Tap]] = {}
+        self._cork = Cork()
         self._closing: set[asyncio.Future[None]] = set()
         # Called when events may have been missed (a pub/sub reconnect): see Hub.resync.
         self.on_resubscribe: Callable[[], Coroutine[Any, Any, None]] | None = None
@@ -85,18 +88,51 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
             if tap.sid not in skipped:
                 tap.deliver(event, data)
                 delivered += 1
-        for sid, eio_sid in list(self.get_participants(namespace, target)):
-            if sid in skipped:
-                continue
-            if self._too_slow(eio_sid):
-                skipped.add(sid)
-            else:
-                delivered += 1
+        if namespace in self.rooms:
+            sent = None if callback else self._broadcast(event, data, namespace, target, skipped)
+            if sent is None:  # acks requested, or binary data: python-socketio's own path
+                participants = self.get_participants(namespace, target)
+                sent = sum(sid not in skipped for sid, _ in participants)
+                skip = [sid for sid in skipped if sid is not None]
+                await super().emit(
+                    event, data, namespace, room=target, skip_sid=skip, callback=callback, **kwargs
+                )
+            delivered += sent
         self.metrics.deliveries.labels(namespace, event).inc(delivered)
-        skip = [sid for sid in skipped if sid is not None]
-        await super().emit(
-            event, data, namespace, room=target, skip_sid=skip, callback=callback, **kwargs
-        )
+
+    def _broadcast(
+        self, event: str, data: Any, namespace: str, target: Any, skipped: set[str | None]
+    ) -> int | None:
+        """Send one event to the Socket.IO participants: encoded once, no task per client.
+
+        Returns how many were sent to, or None for data this path does not carry.
+        """
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        encoded = self.server.packet_class(
+            sio_packet.EVENT, namespace=namespace, data=[event, *args]
+        ).encode()
+        if isinstance(encoded, list):  # binary attachments
+            return None
+        message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        frame: bytes | None = None
+        sockets = self.server.eio.sockets
+        direct = queued = 0
+        for sid, eio_sid in list(self.get_participants(namespace, target)):
+            socket = sockets.get(eio_sid)
+            if sid in skipped or socket is None or socket.closed:
+                continue
+            ws = getattr(socket, "fast_ws", None)
+            if ws is not None and ws.ready(socket):
+                if frame is None:
+                    frame = text_frame(message.encode())
+                self._cork.write(ws, frame)
+                direct += 1
+            elif not self._too_slow(eio_sid, socket):
+                socket.queue.put_nowait(message)
+                queued += 1
+        self.metrics.broadcast_sends.labels("direct").inc(direct)
+        self.metrics.broadcast_sends.labels("queued").inc(queued)
+        return direct + queued
 
     async def _drop(self, eio_sid: str, socket: Any) -> None:
         # Without a goodbye (it would queue behind what the client does not read), as
@@ -104,10 +140,9 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         await socket.close(wait=False, abort=True)
         self.server.eio.sockets.pop(eio_sid, None)
 
-    def _too_slow(self, eio_sid: str) -> bool:
+    def _too_slow(self, eio_sid: str, socket: Any) -> bool:
         """A client that stopped reading: drop it before its queue eats the memory."""
-        socket = self.server.eio.sockets.get(eio_sid) if self.server else None
-        if socket is None or socket.queue.qsize() < self.max_pending:
+        if socket.queue.qsize() < self.max_pending:
             return False
         if not socket.closed:
             log.warning(
@@ -121,6 +156,9 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return True
+
+    async def flush(self) -> None:
+        """Send what is queued for other processes (nothing, on a single process)."""
 
     async def emit_local(self, event: str, data: Any, namespace: str, room: str) -> None:
         """Deliver to this process's clients only, whatever the manager."""
@@ -136,10 +174,10 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
 class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[misc]
     """Broadcasts through Redis pub/sub; each process delivers through LocalManager.
 
-    Two narrow changes to python-socketio's manager: publishing has its own connection
-    with timeouts and raises when it fails (so the hub retries, in order, instead of
-    losing the event), and the listener reconnects within two seconds and then asks for
-    a resync of what its clients may have missed.
+    Two narrow changes to python-socketio's manager: publishing goes through an ordered
+    queue on its own connection with timeouts, retried until Redis takes each message
+    (instead of losing it), and the listener reconnects within two seconds and then asks
+    for a resync of what its clients may have missed.
     """
 
     def __init__(self, url: str, channel: str, metrics: Metrics, max_pending: int = 1000) -> None:
@@ -150,21 +188,52 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         self.metrics = metrics
         self.max_pending = max_pending
         self._publisher: Any = None
+        self._outgoing: asyncio.Queue[Any] = asyncio.Queue()
+        self._sender: asyncio.Task[None] | None = None
         self._resyncs: set[asyncio.Task[None]] = set()
 
-    async def _publish(self, data: Any) -> Any:
+    async def _publish(self, data: Any) -> None:
+        """Queue a message for the other processes: sent in order, retried until it goes.
+
+        python-socketio has already delivered it to this process's clients, so a failed
+        publish must not fail the emit (a retry of the emit would deliver here twice).
+        """
+        self._outgoing.put_nowait(data)
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_loop(), name="switchboard-publish")
+
+    async def _send_loop(self) -> None:
+        while True:
+            data = await self._outgoing.get()
+            delay = 0.05
+            while not await self._send(data):
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            self._outgoing.task_done()
+
+    async def _send(self, data: Any) -> bool:
         try:
             if self._publisher is None:
                 self._publisher = aioredis.Redis.from_url(
                     self.redis_url, socket_timeout=2, socket_connect_timeout=2,
                     retry=Retry(NoBackoff(), 0),
                 )  # fmt: skip
-            return await self._publisher.publish(self.channel, self.json.dumps(data))
+            await self._publisher.publish(self.channel, self.json.dumps(data))
+            return True
         except Exception as exc:
+            log.warning("cannot publish to redis (%s); retrying", exc)
             publisher, self._publisher = self._publisher, None
             with contextlib.suppress(Exception):
                 await publisher.aclose()
-            raise StoreUnavailable(f"cannot publish to redis: {exc}") from exc
+            return False
+
+    async def flush(self) -> None:
+        """Wait until Redis took every queued message, then stop sending."""
+        try:
+            await self._outgoing.join()
+        finally:
+            if self._sender is not None:
+                self._sender.cancel()
 
     async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
         # A fresh, confirmed subscription for every attempt (a reused PubSub can stay deaf

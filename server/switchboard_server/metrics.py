@@ -28,6 +28,13 @@ class Metrics:
             ["namespace", "event"],
             registry=self.registry,
         )
+        self.broadcast_sends = Counter(
+            "switchboard_broadcast_sends",
+            "Broadcast packets for Socket.IO clients: written straight to the websocket,"
+            " or queued (long-polling, upgrading or backed-up clients).",
+            ["path"],
+            registry=self.registry,
+        )
         self.publish_seconds = Histogram(
             "switchboard_publish_seconds",
             "From accepting a job update to handing its event to the sockets.",

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     max_pending: int = Field(1000, ge=10)
     # Socket.IO Admin UI at /admin-ui/: user "admin", the admin token as password.
     admin_ui: bool = False
+    # uvloop when installed ("auto"), or the standard library's loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["console", "json"] = "console"
 

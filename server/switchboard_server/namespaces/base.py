@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 import socketio
 
+from .. import fanout
 from ..auth import Auth, Identity, Unauthorized
 from ..errors import ApiError, invalid_payload, unavailable
 from ..hub import Hub
@@ -28,7 +29,11 @@ from_client: ContextVar[bool] = ContextVar("from_client", default=False)
 
 
 class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
-    """AsyncServer that tells handlers whether the client asked for an ack."""
+    """AsyncServer that tells handlers whether the client asked for an ack, and whose
+    websockets the broadcast path can write to (see fanout.py)."""
+
+    def _engineio_server_class(self) -> type[fanout.EngineServer]:
+        return fanout.EngineServer
 
     async def _handle_event_internal(
         self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
