@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import resource
 
 import httpx
+from switchboard_server.cli import raise_fd_limit
 
 from .conftest import Api, Connect, Recorder, Server
 
@@ -53,3 +55,15 @@ async def test_order_holds_while_acks_interleave_with_broadcasts(
         assert [e["seq"] for e in await client.wait_for("job:update", 60)] == list(range(1, 61))
     counted = await sends(server)
     assert counted["direct"] + counted["queued"] == 4 * 60
+
+
+def test_open_files_limit_is_raised_to_the_hard_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        wanted = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        assert raise_fd_limit() in (wanted, None)  # None: the kernel caps lower
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 256
+        assert raise_fd_limit() is None  # already there
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

@@ -50,7 +50,7 @@ async def test_json_logs_have_request_ids_and_never_secrets(
     entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     assert entries and all({"ts", "level", "event"} <= set(e) for e in entries)
     facts = " ".join(e["event"] for e in entries if e["logger"] == "switchboard")
-    for fact in ("serving on", "store:", "auth:", "CORS"):
+    for fact in ("serving on", "store:", "auth:", "event loop: uvloop", "CORS"):
         assert fact in facts
     access = [e for e in entries if e["logger"] == "switchboard.access"]
     assert {"method", "path", "status", "duration_ms", "request_id"} <= set(access[0])
