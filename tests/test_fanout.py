@@ -10,7 +10,7 @@ import resource
 import httpx
 from switchboard_server.cli import raise_fd_limit
 
-from .conftest import Api, Connect, Recorder, Server
+from .conftest import Api, Connect, Edge, Recorder, Server
 
 
 async def sends(server: Server) -> dict[str, float]:
@@ -37,11 +37,12 @@ async def test_each_transport_takes_its_path(
 
 
 async def test_order_holds_while_acks_interleave_with_broadcasts(
-    server: Server, api: Api, connect: Connect
+    server: Server, api: Api, connect: Connect, edge: Edge
 ) -> None:
     # Acks go through each client's Engine.IO queue; broadcasts go straight to the socket
     # only when that queue is drained. Interleave both and check nothing overtakes.
-    clients = [await connect(server.url, namespaces=("/job",)) for _ in range(4)]
+    url = edge(server)
+    clients = [await connect(url, namespaces=("/job",)) for _ in range(4)]
     for client in clients:
         await client.call("/job", "subscribe", {"job_id": "mix"})
 
