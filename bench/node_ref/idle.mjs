@@ -2,30 +2,15 @@
 //   node idle.mjs URL N HOLD
 // Prints {"connected": N} once all are up (the driver then samples the server's memory),
 // then one JSON line with how many were still connected at the end and any errors.
-import { io } from "socket.io-client";
+import { subscribers } from "./subscribers.mjs";
 
 const [url, n, hold] = process.argv.slice(2);
 const clients = Number(n);
-const sockets = [];
-const errors = [];
 let dropped = 0;
 
-function open(i) {
-  return new Promise((resolve) => {
-    const socket = io(`${url}/job`, { transports: ["websocket"], reconnection: false, forceNew: true });
-    socket.on("connect_error", (err) => { errors.push(String(err)); resolve(); });
-    socket.on("disconnect", () => { dropped += 1; });
-    socket.on("connect", async () => {
-      await socket.emitWithAck("subscribe", { job_id: `idle-${i % 100}`, since: null });
-      resolve();
-    });
-    sockets.push(socket);
-  });
-}
-
-for (let i = 0; i < clients; i += 250) {
-  await Promise.all(Array.from({ length: Math.min(250, clients - i) }, (_, j) => open(i + j)));
-}
+const { sockets, errors } = await subscribers(url, clients, (i) => `idle-${i % 100}`, (socket) => {
+  socket.on("disconnect", () => { dropped += 1; });
+});
 console.log(JSON.stringify({ connected: sockets.filter((s) => s.connected).length }));
 await new Promise((r) => setTimeout(r, Number(hold) * 1000));
 const still = sockets.filter((s) => s.connected).length;

@@ -3,7 +3,7 @@
 // RATE 0 (default): all K updates at once, as concurrent POSTs (fan-out throughput).
 // RATE r: one update every 1/r s (latency below saturation).
 // Prints one JSON line: deliveries/s and publish-to-delivery latency (one clock).
-import { io } from "socket.io-client";
+import { subscribers } from "./subscribers.mjs";
 
 const [url, n, k, token, rate = "0"] = process.argv.slice(2);
 const clients = Number(n);
@@ -12,28 +12,18 @@ const job = `bench-${Date.now()}`;
 const latencies = [];
 let delivered = 0;
 let lastAt = 0;
-const sockets = [];
 
-function open() {
-  return new Promise((resolve, reject) => {
-    const socket = io(`${url}/job`, { transports: ["websocket"], reconnection: false, forceNew: true });
-    socket.on("connect_error", reject);
-    socket.on("job:update", (event) => {
-      const now = performance.timeOrigin + performance.now();
-      latencies.push(now - event.data.t);
-      delivered += 1;
-      lastAt = now;
-    });
-    socket.on("connect", async () => {
-      await socket.emitWithAck("subscribe", { job_id: job, since: null });
-      resolve(socket);
-    });
-    sockets.push(socket);
+const { sockets, errors } = await subscribers(url, clients, () => job, (socket) => {
+  socket.on("job:update", (event) => {
+    const now = performance.timeOrigin + performance.now();
+    latencies.push(now - event.data.t);
+    delivered += 1;
+    lastAt = now;
   });
-}
-
-for (let i = 0; i < clients; i += 250) {
-  await Promise.all(Array.from({ length: Math.min(250, clients - i) }, open));
+});
+if (errors.length) {
+  console.error(`${errors.length} clients could not connect: ${errors[0]}`);
+  process.exit(1);
 }
 
 function publish(i) {
