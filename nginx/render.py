@@ -26,7 +26,7 @@ error_log {dir}/error.log warn;
 events {{ worker_connections 4096; }}
 
 http {{
-    access_log {dir}/access.log;
+    access_log off;  # the site logs to {dir}/access.log
     client_body_temp_path {dir}/body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -38,10 +38,13 @@ http {{
 """
 
 
-def render_site(listen: str, nodes: list[str]) -> str:
+def render_site(listen: str, nodes: list[str], access_log: str) -> str:
     template = (HERE / "switchboard.conf.template").read_text()
     servers = "\n".join(f"    server {node} max_fails=1 fail_timeout=2s;" for node in nodes)
-    return template.replace("{{NODES}}", servers).replace("{{LISTEN}}", listen)
+    values = {"{{NODES}}": servers, "{{LISTEN}}": listen, "{{ACCESS_LOG}}": access_log}
+    for name, value in values.items():
+        template = template.replace(name, value)
+    return template
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,12 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--listen", required=True, help="port or address:port for nginx")
     parser.add_argument("--node", action="append", required=True, help="host:port of a node")
     parser.add_argument("--standalone", metavar="DIR", help="write DIR/nginx.conf, runnable")
+    parser.add_argument(
+        "--access-log", default="/var/log/nginx/switchboard.access.log", help="access log path"
+    )
     args = parser.parse_args(argv)
-    site = render_site(args.listen, args.node)
     if args.standalone is None:
-        sys.stdout.write(site)
+        sys.stdout.write(render_site(args.listen, args.node, args.access_log))
         return 0
     directory = Path(args.standalone).resolve()
+    site = render_site(args.listen, args.node, str(directory / "access.log"))
     directory.mkdir(parents=True, exist_ok=True)
     indented = "\n".join(f"    {line}" if line else "" for line in site.splitlines())
     user = "user root;" if os.geteuid() == 0 else ""

@@ -68,7 +68,7 @@ async def test_bad_tokens_are_refused_with_unauthorized(
 
 
 async def test_valid_token_connects_and_names_the_member(secured: Server, connect: Connect) -> None:
-    client = await connect(secured.url, auth={"token": token(name="Ann")})
+    client = await connect(secured.url, auth={"token": token(name="Ann", rooms=["lobby"])})
     ack = await client.call("/info", "join", {"room": "lobby"})
     assert ack["members"] == [{"id": "user-1", "name": "Ann"}]
 

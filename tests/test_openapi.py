@@ -7,7 +7,7 @@ from aiohttp import web
 
 from .conftest import Server
 
-NOT_HTTP_API = ("/socket.io/", "/static", "/vendor", "/admin-ui", "/ws", "/switchboard.js")
+NOT_HTTP_API = ("/socket.io/", "/static", "/vendor", "/v/", "/admin-ui", "/ws", "/switchboard.")
 
 
 def served_routes(app: web.Application) -> set[tuple[str, str]]:

@@ -24,7 +24,7 @@ async def test_json_logs_have_request_ids_and_never_secrets(
         env={"SWITCHBOARD_CLIENT_SECRET": SECRET},
     )  # fmt: skip
     async with AsyncAdmin(server.url, ADMIN) as admin:
-        token = (await admin.mint_token("ops", name="Ops"))["token"]
+        token = (await admin.mint_token("ops", name="Ops", jobs=["*"], rooms=["*"]))["token"]
         await admin.update_job("logged", status="running", progress=1)
         await admin.update_job("logged", status="succeeded")
     async with httpx.AsyncClient(base_url=server.url) as http:

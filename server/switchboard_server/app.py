@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from aiohttp import web
 
+from . import assets
 from .auth import Auth
 from .errors import unavailable
 from .http_api import (
@@ -26,9 +26,12 @@ from .http_api import (
     routes,
 )
 from .hub import INFO_NS, JOB_NS, Hub
+from .logs import library_loggers
 from .manager import LocalManager, RedisManager
 from .metrics import Metrics
 from .namespaces import Context, InfoNamespace, JobNamespace, SwitchboardServer
+from .ordering import job_order
+from .origins import ORIGINS, Origins
 from .settings import Settings
 from .storage import StoreUnavailable, open_store
 from .streams import MANAGER, NAMESPACES, plain_websocket
@@ -37,18 +40,17 @@ log = logging.getLogger("switchboard")
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 SIO: web.AppKey[SwitchboardServer] = web.AppKey("sio", SwitchboardServer)
-STATIC = Path(__file__).parent / "static"
-VENDOR = STATIC / "vendor"  # socket.io-client, copied from npm by `make static`
-ADMIN_UI = STATIC / "admin-ui"  # the Socket.IO Admin UI's prebuilt files, likewise
 
 
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
+    origins = Origins(settings.cors_origins)
     app = web.Application(
         client_max_size=MAX_BODY,
         middlewares=[
             access_middleware,
             errors_middleware,
+            origins.preflight,
             admin_middleware,
             Idempotency().middleware,
         ],
@@ -62,8 +64,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
         if settings.store.startswith(("redis://", "rediss://"))
         else LocalManager(metrics, settings.max_pending)
     )
+    sio_logger, eio_logger = library_loggers()
     sio = SwitchboardServer(
+        metrics,
         async_mode="aiohttp",
+        logger=sio_logger,
+        engineio_logger=eio_logger,
         client_manager=manager,
         cors_allowed_origins=settings.cors_origins or None,
         ping_interval=settings.ping_interval,
@@ -74,13 +80,17 @@ def create_app(settings: Settings | None = None) -> web.Application:
     metrics.watch_connections(sio)
     store = open_store(settings.store, history=settings.history, prefix=settings.redis_prefix)
     hub = Hub(store, sio, metrics, settings)
-    manager.on_resubscribe = hub.resync
-    context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings)
+    order = job_order(store, manager, settings.history)
+    manager.order = order
+    manager.on_resubscribe = order.resync
+    context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings, order=order)
     namespaces = {JOB_NS: JobNamespace(JOB_NS, context), INFO_NS: InfoNamespace(INFO_NS, context)}
     for namespace in namespaces.values():
         sio.register_namespace(namespace)
 
     app[SETTINGS] = settings
+    app[ORIGINS] = origins
+    app.on_response_prepare.append(origins.add_headers)
     app[SIO] = sio
     app[HUB] = hub
     app[AUTH] = auth
@@ -94,30 +104,17 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     app.router.add_get("/ws", plain_websocket)
-    app.router.add_get("/", dashboard)
-    app.router.add_get("/switchboard.js", switchboard_js)
+    assets.add_routes(app, admin_ui=settings.admin_ui)
     if settings.admin_ui:
-        instrumented = sio.instrument(auth={"username": "admin", "password": auth.admin_token})
+        instrumented = sio.instrument(auth=auth.is_admin_ui_login)
+        sio.eio.direct_writes = False  # see fanout.EngineServer
 
         async def uninstrument(app: web.Application) -> None:
             # python-socketio patches Engine.IO classes process-wide; undo it with the app.
             instrumented.uninstrument()
 
         app.on_cleanup.append(uninstrument)
-        app.router.add_get("/admin-ui", admin_ui_redirect)
-        app.router.add_get("/admin-ui/", admin_ui)
-        _add_built(app, "/admin-ui/", ADMIN_UI)
-    app.router.add_static("/static/", STATIC)
-    _add_built(app, "/vendor/", VENDOR)
     return app
-
-
-def _add_built(app: web.Application, prefix: str, directory: Path) -> None:
-    """Serve files that `make static` copies from npm; they are absent from a bare checkout."""
-    if directory.is_dir():
-        app.router.add_static(prefix, directory)
-    else:
-        log.warning("%s is missing (run `make static`): %s is not served", directory, prefix)
 
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -138,10 +135,9 @@ async def _drop_sockets(app: web.Application) -> None:
     Clients then see a dropped connection and reconnect (to another node behind nginx),
     where a Socket.IO-level disconnect would tell them to stay away.
     """
-    sio = app[SIO]
-    for socket in list(sio.eio.sockets.values()):
-        await socket.close(wait=False, abort=True)
-        socket.queue.put_nowait(None)  # answers a pending long-poll, or closes the websocket
+    eio = app[SIO].eio
+    for sid in list(eio.sockets):
+        await eio.drop(sid)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -159,19 +155,3 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics_page(request: web.Request) -> web.Response:
     body = request.app[METRICS].render()
     return web.Response(body=body, content_type="text/plain", charset="utf-8")
-
-
-async def dashboard(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "index.html")
-
-
-async def admin_ui(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(ADMIN_UI / "index.html")
-
-
-async def admin_ui_redirect(request: web.Request) -> web.Response:
-    raise web.HTTPFound("/admin-ui/")
-
-
-async def switchboard_js(request: web.Request) -> web.FileResponse:
-    return web.FileResponse(STATIC / "switchboard.js")

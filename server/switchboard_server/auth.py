@@ -27,7 +27,7 @@ class Identity:
 
     sub: str | None
     name: str | None
-    jobs: tuple[str, ...] = ALL
+    jobs: tuple[str, ...] = ALL  # anonymous clients and the admin token: everything
     rooms: tuple[str, ...] = ALL
 
     def may_watch(self, job_id: str) -> bool:
@@ -55,7 +55,18 @@ class Auth:
         return "client tokens (JWT HS256)" if self.client_secret else "anonymous clients"
 
     def is_admin(self, token: str) -> bool:
-        return hmac.compare_digest(token.encode(), self.admin_token.encode())
+        # surrogatepass: a header or payload may carry lone surrogates; never raise here.
+        given = token.encode("utf-8", "surrogatepass")
+        return hmac.compare_digest(given, self.admin_token.encode())
+
+    def is_admin_ui_login(self, login: object) -> bool:
+        """The Admin UI's {"username": "admin", "password": <admin token>}, in constant time."""
+        if not isinstance(login, dict):
+            return False
+        user, password = login.get("username"), login.get("password")
+        if not isinstance(user, str) or not isinstance(password, str):
+            return False
+        return hmac.compare_digest(user.encode(), b"admin") & self.is_admin(password)
 
     def is_client_token(self, token: str) -> bool:
         try:
@@ -88,7 +99,7 @@ class Auth:
                 algorithms=[ALGORITHM],
                 options={"require": ["sub", "exp"]},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, ValueError) as exc:  # ValueError: undecodable text
             raise Unauthorized(str(exc)) from None
         sub, name = claims.get("sub"), claims.get("name")
         if not isinstance(sub, str) or not (name is None or isinstance(name, str)):
@@ -123,8 +134,9 @@ class Auth:
 
 
 def _patterns(value: object) -> tuple[str, ...]:
+    """A grant list; a missing claim grants nothing ("*" must be granted explicitly)."""
     if value is None:
-        return ALL
+        return ()
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         raise Unauthorized("malformed grants")
     return tuple(value)

@@ -16,10 +16,14 @@ from typing import Any
 
 import engineio
 from aiohttp import web
+from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket
+
+from .metrics import Metrics
 
 WRITE_LIMIT = 64 * 1024  # bytes buffered in a transport before writes go through the queue
 MAX_BATCH = 16  # packets in one long-poll answer
+UPGRADE_TIMEOUT = 10.0  # seconds for the websocket upgrade handshake, as in Node's engine.io
 
 
 def text_frame(text: str) -> bytes:
@@ -40,30 +44,58 @@ class FastWebSocket(WebSocket):  # type: ignore[misc]
 
     Node's socket.io does not compress websocket messages by default either: on a
     broadcast each recipient would pay for its own compressor, in CPU and in memory.
+
+    One websocket per Engine.IO session: the first to arrive holds the session until it
+    ends, and any other (someone who learned the sid) is refused with 400 before it is
+    accepted, as Node's engine.io does. The upgrade must finish within UPGRADE_TIMEOUT,
+    so a websocket that never sends the probe cannot hold a polling session paused.
     """
 
     sending = False  # the Engine.IO writer is inside send(), maybe waiting for a drain
     transport: asyncio.Transport | None = None
+    socket: Any = None  # the engineio AsyncSocket this websocket serves
 
-    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
-        request: web.Request = environ["aiohttp.request"]
-        self._sock = web.WebSocketResponse(
-            max_msg_size=self.server.max_http_buffer_size, compress=False
-        )
-        await self._sock.prepare(request)
-        self.environ = environ
-        self.transport = request.transport
-        # The engineio AsyncSocket this connection serves; with the Admin UI on, its
-        # instrumentation wraps the handler and the broadcast uses the queue only.
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse | dict[str, Any]:
+        # The handler is a bound method of the socket (the Admin UI's partialmethod wrapper
+        # keeps __self__ too; tests/test_engine_assumptions.py checks both).
         socket = getattr(self.handler, "__self__", None)
         if socket is not None:
-            socket.fast_ws = self
+            if getattr(socket, "websocket", None) is not None or socket.upgrading:
+                refusal: dict[str, Any] = self.server._bad_request("a websocket has this session")
+                return refusal
+            socket.websocket = self  # claimed before the first await: no race to win
+            self.socket = socket
         try:
+            request: web.Request = environ["aiohttp.request"]
+            self._sock = web.WebSocketResponse(
+                max_msg_size=self.server.max_http_buffer_size, compress=False
+            )
+            await self._sock.prepare(request)
+            self.environ = environ
+            self.transport = request.transport
             await self.handler(self)
         finally:
-            if socket is not None:
-                socket.fast_ws = None
+            if socket is not None and socket.websocket is self:
+                socket.websocket = None
         return self._sock
+
+    async def wait(self) -> Any:
+        """The next Engine.IO packet; None ends the connection as if the client left."""
+        socket = self.socket
+        try:
+            if socket is None or socket.upgraded:
+                data = await super().wait()
+            else:  # the probe or the upgrade packet, which a client sends at once
+                async with asyncio.timeout(UPGRADE_TIMEOUT):
+                    data = await super().wait()
+        except TimeoutError:
+            return None  # engineio ends the upgrade; the session goes on polling
+        try:  # engineio would decode it outside any handler: a traceback per packet
+            eio_packet.Packet(encoded_packet=data)
+        except Exception as exc:
+            self.server.malformed(exc)
+            return None
+        return data
 
     async def send(self, message: str | bytes) -> None:
         self.sending = True
@@ -75,13 +107,17 @@ class FastWebSocket(WebSocket):  # type: ignore[misc]
     def ready(self, socket: Any) -> bool:
         """Whether a frame written now lands after everything already sent to `socket`.
 
-        True when the socket is on this websocket, its writer has taken and written
-        every queued packet (asyncio.Queue counts a packet as unfinished until the
-        writer's task_done) and the transport is not backed up.
+        True when this websocket completed the socket's upgrade (it is the only one the
+        session accepted), its writer has taken and written every queued packet
+        (asyncio.Queue counts a packet as unfinished until the writer's task_done) and
+        the transport is not backed up.
         """
         transport = self.transport
         return (
-            not self.sending
+            self.server.direct_writes
+            and not self.sending
+            and self.socket is socket
+            and socket.websocket is self
             and socket.upgraded
             and not socket.upgrading
             and socket.queue._unfinished_tasks == 0
@@ -146,6 +182,27 @@ class OutQueue(asyncio.Queue[Any]):
 
 class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     """python-engineio's server with the two transports above."""
+
+    # Off with the Admin UI, which counts bytes in each websocket's send(): broadcasts
+    # then go through the Engine.IO queues.
+    direct_writes = True
+    metrics: Metrics | None = None  # set by SwitchboardServer
+
+    async def drop(self, sid: str) -> None:
+        """End a session at once, without a goodbye packet (it would queue behind what
+        the client does not read, and a polling close waits for the client's next poll).
+        The websocket closes, a pending long-poll is answered, the namespaces see the
+        disconnect."""
+        socket = self.sockets.pop(sid, None)
+        if socket is not None:
+            await socket.close(wait=False, abort=True)
+            socket.queue.put_nowait(None)
+
+    def malformed(self, error: Exception) -> None:
+        """A client sent a packet that does not decode: a metric and a condensed line."""
+        if self.metrics is not None:
+            self.metrics.rejected.labels("invalid_packet").inc()
+        self.logger.warning("malformed packet from a client, disconnecting it: %r", error)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -36,6 +36,9 @@ AUTH: web.AppKey[Auth] = web.AppKey("auth", Auth)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 
 PUBLIC_ROUTES = {"job-stream", "openapi"}  # the stream checks tokens itself
+# POSTs that replay their first answer for a repeated Idempotency-Key. Minting a token is
+# not one of them: a token is never stored, and a second one does no harm.
+IDEMPOTENT_ROUTES = {"create-job", "update-job", "announce"}
 HTTP_CODES = {
     400: "invalid_payload",
     401: "unauthorized",
@@ -143,7 +146,7 @@ class Idempotency:
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key")
-        if request.method != "POST" or key is None:
+        if key is None or request.match_info.route.name not in IDEMPOTENT_ROUTES:
             return await handler(request)
         if not KEY_PATTERN.match(key):
             raise invalid_payload("Idempotency-Key: 1-255 visible ASCII characters")
@@ -212,14 +215,14 @@ def path_job_id(request: web.Request) -> str:
 routes = web.RouteTableDef()
 
 
-@routes.post("/api/jobs")
+@routes.post("/api/jobs", name="create-job")
 async def create_job(request: web.Request) -> web.Response:
     payload = JobCreate.parse(await read_json(request))
     job = await _write(request, payload.id or new_id(), payload, create=True)
     return respond(job, 201)
 
 
-@routes.post("/api/jobs/{job_id}/updates")
+@routes.post("/api/jobs/{job_id}/updates", name="update-job")
 async def update_job(request: web.Request) -> web.Response:
     job_id = path_job_id(request)
     payload = JobUpdate.parse(await read_json(request))
@@ -273,7 +276,7 @@ async def delete_job(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-@routes.post("/api/announcements")
+@routes.post("/api/announcements", name="announce")
 async def announce(request: web.Request) -> web.Response:
     payload = AnnouncementIn.parse(await read_json(request))
     return respond(await request.app[HUB].announce(payload), 201)

@@ -21,12 +21,15 @@ from redis.backoff import NoBackoff
 from socketio import packet as sio_packet
 
 from .fanout import Cork, text_frame
+from .hub import JOB_NS
 from .metrics import Metrics
+from .ordering import JobOrder
 
 log = logging.getLogger("switchboard.manager")
 IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
 
 Message = tuple[str, Any]  # (event, body)
+ORDERED = (JOB_NS, "job:update")
 
 
 class Tap:
@@ -54,6 +57,7 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         self._closing: set[asyncio.Future[None]] = set()
         # Called when events may have been missed (a pub/sub reconnect): see Hub.resync.
         self.on_resubscribe: Callable[[], Coroutine[Any, Any, None]] | None = None
+        self.order: JobOrder | None = None  # set by create_app: job events in seq order
 
     def add_tap(self, namespace: str, room: str | None, tap: Tap) -> None:
         """Receive what is emitted to `room` (None: the whole namespace)."""
@@ -77,7 +81,22 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         to: Any = None,
         **kwargs: Any,
     ) -> None:
-        target = to or room
+        """Every emit meant for this process's clients, its own and other processes'."""
+        if self.order is not None and (namespace, event) == ORDERED and callback is None:
+            await self.order.offer(data)  # it calls deliver() in seq order
+            return
+        await self.deliver(event, data, namespace, to or room, skip_sid, callback, **kwargs)
+
+    async def deliver(
+        self,
+        event: str,
+        data: Any,
+        namespace: str,
+        target: Any,
+        skip_sid: Any = None,
+        callback: Any = None,
+        **kwargs: Any,
+    ) -> None:
         rooms: list[str | None] = (
             [target] if target is None or isinstance(target, str) else list(target)
         )
@@ -121,7 +140,7 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
             socket = sockets.get(eio_sid)
             if sid in skipped or socket is None or socket.closed:
                 continue
-            ws = getattr(socket, "fast_ws", None)
+            ws = getattr(socket, "websocket", None)
             if ws is not None and ws.ready(socket):
                 if frame is None:
                     frame = text_frame(message.encode())
@@ -133,12 +152,6 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         self.metrics.broadcast_sends.labels("direct").inc(direct)
         self.metrics.broadcast_sends.labels("queued").inc(queued)
         return direct + queued
-
-    async def _drop(self, eio_sid: str, socket: Any) -> None:
-        # Without a goodbye (it would queue behind what the client does not read), as
-        # engineio's own disconnect does once a socket is closed.
-        await socket.close(wait=False, abort=True)
-        self.server.eio.sockets.pop(eio_sid, None)
 
     def _too_slow(self, eio_sid: str, socket: Any) -> bool:
         """A client that stopped reading: drop it before its queue eats the memory."""
@@ -152,7 +165,7 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
                 extra={"sid": eio_sid, "code": "slow_consumer"},
             )
             self.metrics.rejected.labels("slow_consumer").inc()
-            task = asyncio.ensure_future(self._drop(eio_sid, socket))
+            task = asyncio.ensure_future(self.server.eio.drop(eio_sid))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return True

@@ -22,6 +22,7 @@ from .errors import ApiError, from_validation, invalid_payload
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 MAX_DATA_BYTES = 64 * 1024
+MAX_DATA_DEPTH = 32  # nested objects and arrays in `data`
 
 JobId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 RoomName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME_PATTERN)]
@@ -108,6 +109,8 @@ class JobChange(Payload):
     @field_validator("data")
     @classmethod
     def _data_size(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if _too_deep(value, MAX_DATA_DEPTH):
+            raise ValueError(f"must nest at most {MAX_DATA_DEPTH} levels deep")
         try:
             encoded = json.dumps(value, allow_nan=False, separators=(",", ":"))
         except (TypeError, ValueError):
@@ -115,6 +118,21 @@ class JobChange(Payload):
         if len(encoded.encode()) > MAX_DATA_BYTES:
             raise ValueError(f"must encode to at most {MAX_DATA_BYTES} bytes")
         return value
+
+
+def _too_deep(value: object, limit: int) -> bool:
+    """Whether objects and arrays nest deeper than `limit` (iterative: no recursion)."""
+    level: list[object] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            if isinstance(item, dict | list)
+            for child in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return any(isinstance(item, dict | list) for item in level)
 
 
 class JobCreate(JobChange):

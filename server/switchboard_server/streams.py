@@ -17,6 +17,7 @@ from .hub import INFO_NS, JOB_NS, job_room
 from .manager import LocalManager, Tap
 from .models import TERMINAL, Job, new_id
 from .namespaces.base import BaseNamespace
+from .origins import ORIGINS
 
 log = logging.getLogger("switchboard.streams")
 
@@ -47,6 +48,7 @@ def _identify(request: web.Request, token: str | None, name: str | None = None) 
 @routes.get("/api/jobs/{job_id}/stream", name="job-stream")  # takes client tokens too
 async def job_stream(request: web.Request) -> web.StreamResponse:
     """One `job:update` per event with `id: <seq>`; resumes from Last-Event-ID or ?since=."""
+    request.app[ORIGINS].check(request)
     job_id = path_job_id(request)
     scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
     token = bearer.strip() if scheme.lower() == "bearer" else request.query.get("token")
@@ -85,8 +87,9 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
 def _since(raw: str | None) -> int | None:
     if raw is None or raw == "":
         return None
-    if not raw.isdigit():
-        raise invalid_payload("since / Last-Event-ID: must be a non-negative integer")
+    # ASCII digits only (str.isdigit takes "²"), and short enough for int() and JSON.
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 16):
+        raise invalid_payload("since / Last-Event-ID: must be an integer from 0 to 2**53")
     return int(raw)
 
 
@@ -129,6 +132,7 @@ class _EventStream:
 
 async def plain_websocket(request: web.Request) -> web.WebSocketResponse:
     """JSON frames: {"op", "ref", ...fields} in, {"ref", "ok", ...} and {"event", "data"} out."""
+    request.app[ORIGINS].check(request)  # browsers let any page open a websocket
     settings = request.app[HUB].settings
     ws = web.WebSocketResponse(
         heartbeat=settings.ping_interval, max_msg_size=settings.max_packet_bytes

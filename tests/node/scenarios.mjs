@@ -144,6 +144,36 @@ const scenarios = {
     assert.equal((await ask(jobs, "subscribe", { job_id: "fine" })).ok, true);
   },
 
+  // One client of a cluster: ORDER_COUNT updates of ORDER_JOB must arrive as one
+  // exact sequence after the subscribe (test_cluster.py publishes once this prints).
+  async ordered() {
+    const jobs = await connected(connect("/job"));
+    const seqs = [];
+    jobs.on("job:update", (job) => seqs.push(job.seq));
+    const ack = await ask(jobs, "subscribe", { job_id: process.env.ORDER_JOB });
+    assert.equal(ack.ok, true);
+    const start = ack.job ? ack.job.seq : 0;
+    console.log(`subscribed ${start}`);
+    const count = Number(process.env.ORDER_COUNT);
+    await until(() => seqs.includes(start + count), 30000);
+    const after = seqs.filter((seq) => seq > start);
+    assert.deepEqual(after, Array.from({ length: count }, (_, i) => start + i + 1));
+  },
+
+  // The victim of an upgrade hijack: test_security.py opens a websocket with this
+  // client's Engine.IO sid as soon as it appears; every update must still come here.
+  async victim() {
+    const jobs = connect("/job", { token: process.env.CLIENT_TOKEN });
+    await once(jobs, "connect");
+    const seqs = [];
+    jobs.on("job:update", (job) => seqs.push(job.seq));
+    assert.equal((await ask(jobs, "subscribe", { job_id: "victim" })).ok, true);
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the upgrade, or its refusal
+    for (let i = 1; i <= 20; i++) await post("/api/jobs/victim/updates", { progress: i * 5 });
+    await until(() => seqs.length >= 20, 15000);
+    assert.deepEqual(seqs, Array.from({ length: 20 }, (_, i) => i + 1));
+  },
+
   async unauthorized() {
     for (const namespace of ["/job", "/info"]) {
       const socket = connect(namespace, { token: "not-a-token" });

@@ -17,6 +17,7 @@ from ..hub import Hub
 from ..limits import TokenBucket
 from ..metrics import Metrics
 from ..models import Member, Payload
+from ..ordering import JobOrder
 from ..settings import Settings
 from ..storage import StoreUnavailable
 
@@ -32,6 +33,10 @@ class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
     """AsyncServer that tells handlers whether the client asked for an ack, and whose
     websockets the broadcast path can write to (see fanout.py)."""
 
+    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.eio.metrics = metrics
+
     def _engineio_server_class(self) -> type[fanout.EngineServer]:
         return fanout.EngineServer
 
@@ -41,6 +46,18 @@ class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
         ack_requested.set(id is not None)
         from_client.set(True)
         await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        """A packet that does not decode: one condensed warning, a metric, hang up.
+
+        python-socketio would log each one as an error with a traceback, so a client
+        could fill the log at will.
+        """
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except Exception as exc:
+            self.eio.malformed(exc)
+            await self.eio.drop(eio_sid)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
         socket = self.eio.sockets.get(eio_sid)
@@ -76,6 +93,7 @@ class Context:
     auth: Auth
     metrics: Metrics
     settings: Settings
+    order: JobOrder
 
 
 Handler = Callable[[str, Connection, Any], Awaitable[dict[str, Any]]]

@@ -38,13 +38,31 @@ class JobNamespace(BaseNamespace):
     ) -> dict[str, Any]:
         job_id = check_job_id(payload.job_id, allow_all=True)
         room = ALL_JOBS_ROOM if job_id == "*" else job_room(job_id)
-        conn.subscriptions.discard(room)
-        await conn.exit(room)
+        if room in conn.subscriptions:
+            await self._part(conn, room)
         return {}
 
+    async def closed(self, sid: str, conn: Connection) -> None:
+        for room in list(conn.subscriptions):
+            await self._part(conn, room)
+
     async def _join(self, sid: str, conn: Connection, room: str) -> None:
+        if room in conn.subscriptions:
+            return
         limit = self.ctx.settings.max_subscriptions
-        if room not in conn.subscriptions and len(conn.subscriptions) >= limit:
+        if len(conn.subscriptions) >= limit:
             raise forbidden(f"at most {limit} subscriptions per connection")
         conn.subscriptions.add(room)
+        if room != ALL_JOBS_ROOM:
+            try:  # before entering the room: its events then reach this client in order
+                await self.ctx.order.watch(room.removeprefix("job:"))
+            except BaseException:
+                conn.subscriptions.discard(room)
+                raise
         await conn.enter(room)
+
+    async def _part(self, conn: Connection, room: str) -> None:
+        conn.subscriptions.discard(room)
+        if room != ALL_JOBS_ROOM:
+            self.ctx.order.unwatch(room.removeprefix("job:"))
+        await conn.exit(room)
