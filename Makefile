@@ -24,6 +24,11 @@ NODE_TESTS := tests/node/node_modules/.package-lock.json
 $(NODE_TESTS): tests/node/package.json tests/node/package-lock.json
 	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 
+# React, Vue, esbuild and TypeScript for tests/test_frontend.py.
+FRONTEND_TESTS := tests/frontend/node_modules/.package-lock.json
+$(FRONTEND_TESTS): tests/frontend/package.json tests/frontend/package-lock.json
+	cd tests/frontend && npm ci --no-audit --no-fund --loglevel=error
+
 $(VENV)/.installed: pyproject.toml $(VENDOR) | $(BIN)/python
 	$(BIN)/pip install --quiet -e .
 	touch $@
@@ -49,7 +54,7 @@ BENCH_DEPS := bench/node_ref/node_modules/.package-lock.json
 $(BENCH_DEPS): bench/node_ref/package.json bench/node_ref/package-lock.json
 	cd bench/node_ref && npm ci --no-audit --no-fund --loglevel=error
 
-test: lint $(NODE_TESTS) $(BENCH_DEPS)  ## lint, then the whole suite against real servers
+test: lint $(NODE_TESTS) $(FRONTEND_TESTS) $(BENCH_DEPS)  ## lint, then the whole suite against real servers
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 soak: $(VENV)/.installed-test $(NODE_TESTS)  ## the heavier variants: thousands of fuzz cases
@@ -60,4 +65,4 @@ bench: $(VENV)/.installed $(BENCH_DEPS)  ## Switchboard beside Node socket.io, s
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) web/node_modules tests/node/node_modules bench/node_ref/node_modules $(dir $(VENDOR)) server/switchboard_server/static/admin-ui .pytest_cache .mypy_cache .ruff_cache build dist
+	rm -rf $(VENV) web/node_modules tests/node/node_modules tests/frontend/node_modules bench/node_ref/node_modules $(dir $(VENDOR)) server/switchboard_server/static/admin-ui .pytest_cache .mypy_cache .ruff_cache build dist

@@ -29,7 +29,11 @@ async def test_socket_io_client(
     async with httpx.AsyncClient(
         base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}
     ) as http:
-        token = (await http.post("/api/tokens", json={"sub": "node", "ttl": 600, "jobs": ["*"], "rooms": ["*"]})).json()["token"]
+        token = (
+            await http.post(
+                "/api/tokens", json={"sub": "node", "ttl": 600, "jobs": ["*"], "rooms": ["*"]}
+            )
+        ).json()["token"]
     env = {
         **os.environ,
         "SWITCHBOARD_URL": url,

@@ -87,6 +87,20 @@ def test_serve_logs_its_start_up_facts_and_never_the_client_secret(
     assert SECRET not in text and ADMIN not in text
 
 
+def test_warns_without_cors_origins_beyond_loopback(spawn_server: Spawn) -> None:
+    """Same-origin is judged by Host, which DNS rebinding forges: say so at start."""
+    exposed = spawn_server("--store", "memory://", "--host", "0.0.0.0")
+    listed = spawn_server(
+        "--store", "memory://", "--host", "0.0.0.0", "--cors-origins", "https://app.example"
+    )
+    local = spawn_server("--store", "memory://")
+    for server in (exposed, listed, local):
+        server.kill(signal.SIGTERM)
+    assert "without --cors-origins" in exposed.log.read_text()
+    assert "without --cors-origins" not in listed.log.read_text()
+    assert "without --cors-origins" not in local.log.read_text()
+
+
 def test_serve_generates_and_prints_an_admin_token_once(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "SWITCHBOARD_ADMIN_TOKEN"}

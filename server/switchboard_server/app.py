@@ -32,9 +32,10 @@ from .metrics import Metrics
 from .namespaces import Context, InfoNamespace, JobNamespace, SwitchboardServer
 from .ordering import job_order
 from .origins import ORIGINS, Origins
+from .redis_conn import SCHEMES
 from .settings import Settings
 from .storage import StoreUnavailable, open_store
-from .streams import MANAGER, NAMESPACES, plain_websocket
+from .streams import MANAGER, NAMESPACES, PLAIN_SOCKETS, close_plain_websockets, plain_websocket
 
 log = logging.getLogger("switchboard")
 
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         RedisManager(
             settings.store, f"{settings.redis_prefix}socketio", metrics, settings.max_pending
         )
-        if settings.store.startswith(("redis://", "rediss://"))
+        if settings.store.startswith(SCHEMES)
         else LocalManager(metrics, settings.max_pending)
     )
     sio_logger, eio_logger = library_loggers()
@@ -98,7 +99,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[MANAGER] = manager
     app[NAMESPACES] = namespaces
     app.cleanup_ctx.append(_lifetime)
+    app[PLAIN_SOCKETS] = set()
     app.on_shutdown.append(_drop_sockets)
+    app.on_shutdown.append(close_plain_websockets)
     app.add_routes(routes)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

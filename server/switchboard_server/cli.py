@@ -6,8 +6,10 @@ import asyncio
 import gc
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -18,6 +20,8 @@ from rich.table import Table
 from switchboard_client import UNSET, Admin, SwitchboardClient, SwitchboardError
 
 from . import __version__
+from .assets import STATIC
+from .origins import is_loopback
 
 app = typer.Typer(
     help="Switchboard: a realtime event server. Publish over HTTP, listen over Socket.IO.",
@@ -62,7 +66,9 @@ def main_options(
 
 
 def _opt(env: str, text: str) -> Any:
-    return typer.Option(envvar=f"SWITCHBOARD_{env}", help=text, show_default=False)
+    # "\[" keeps rich from reading "[default: …]" as markup and dropping it.
+    help_text = text.replace("[", "\\[")
+    return typer.Option(envvar=f"SWITCHBOARD_{env}", help=help_text, show_default=False)
 
 
 @app.command()
@@ -103,6 +109,20 @@ def serve(
     ] = None,
     max_rooms: Annotated[
         int | None, _opt("MAX_ROOMS", "Chat rooms per connection [default: 20].")
+    ] = None,
+    max_rooms_per_identity: Annotated[
+        int | None,
+        _opt("MAX_ROOMS_PER_IDENTITY", "Rooms per token sub, all connections [default: 50]."),
+    ] = None,
+    max_rooms_total: Annotated[
+        int | None, _opt("MAX_ROOMS_TOTAL", "Chat rooms the store keeps [default: 1000].")
+    ] = None,
+    max_members_per_room: Annotated[
+        int | None,
+        _opt("MAX_MEMBERS_PER_ROOM", "Connections in one chat room [default: 10000]."),
+    ] = None,
+    room_ttl: Annotated[
+        float | None, _opt("ROOM_TTL", "Seconds an empty room keeps its history [default: 3600].")
     ] = None,
     max_packet_bytes: Annotated[
         int | None, _opt("MAX_PACKET_BYTES", "Largest socket packet [default: 1000000].")
@@ -161,6 +181,12 @@ def serve(
     if raised:
         log.info("open files limit raised to %d", raised)
     log.info("CORS: %s", ", ".join(settings.cors_origins) or "same origin only")
+    if not settings.cors_origins and not is_loopback(settings.host):
+        log.warning(
+            "serving on %s without --cors-origins: the same-origin check trusts the Host"
+            " header, which DNS rebinding can forge; list your sites' origins in production",
+            settings.host,
+        )
     log.info(
         "admin UI: %s",
         f"{settings.url}/admin-ui/ (user admin, the admin token as password)"
@@ -325,10 +351,12 @@ def token(
     sub: Annotated[str, typer.Argument(help="Whom the token is for (the JWT sub).")],
     name: Annotated[str | None, typer.Option(help="Display name in chat.")] = None,
     job: Annotated[
-        list[str] | None, typer.Option("--job", help="Job id glob it may watch (repeatable).")
+        list[str] | None,
+        typer.Option("--job", help="Job id glob it may watch (repeatable; none: no job)."),
     ] = None,
     room: Annotated[
-        list[str] | None, typer.Option("--room", help="Room glob it may join (repeatable).")
+        list[str] | None,
+        typer.Option("--room", help="Room glob it may join (repeatable; none: no room)."),
     ] = None,
     ttl: Annotated[int, typer.Option(help="Seconds until it expires.")] = 3600,
     url: Url = DEFAULT_URL,
@@ -379,6 +407,81 @@ async def _chat(room: str, name: str | None, url: str, token: str | None) -> Non
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             if line.strip():
                 show(await client.send(room, line.rstrip("\n")))
+
+
+CLIENT_FILES = ("switchboard.js", "switchboard.d.ts")
+VENDOR_FILE = "socket.io.esm.min.js"
+
+
+CLIENT_JS_HELP = (
+    "Write /switchboard.js as an npm package for bundlers (Vite, webpack, esbuild).\n\n"
+    "DIR gets switchboard.js, its types (switchboard.d.ts), the socket.io-client copy it "
+    "imports (vendor/) and a package.json named switchboard-client, versioned as this server. "
+    'Then `npm install ./DIR` in your app and import from "switchboard-client".\n\n'
+    "A bundled module cannot tell where the server is: call configure({ url }) before "
+    "anything else, and let the app's origin in with `serve --cors-origins`."
+)
+
+
+@app.command("client-js", help=CLIENT_JS_HELP)
+def client_js(
+    directory: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="Where to write the package (created when missing)."),
+    ],
+) -> None:
+    try:
+        written = write_client_package(directory)
+    except OSError as exc:  # the vendor copy is missing, or DIR cannot be written
+        _fail(str(exc))
+    for path in written:
+        err.print(f"wrote {path}", highlight=False)
+    err.print(
+        f"next: npm install {_shell_path(directory)}, then in the app "
+        'import { configure } from "switchboard-client" and call '
+        'configure({ url: "https://your-switchboard" }) before anything else',
+        highlight=False,
+    )
+
+
+def write_client_package(directory: Path, static: Path = STATIC) -> list[Path]:
+    """Copy the browser module, its types and socket.io-client into `directory` with a
+    package.json; return the files written. Raises FileNotFoundError naming what is missing."""
+    vendor = static / "vendor" / VENDOR_FILE
+    if not vendor.is_file():
+        raise FileNotFoundError(
+            f"{vendor} is missing: socket.io-client is copied from npm by `make static` "
+            "(run it in the source tree, or install a built wheel)"
+        )
+    (directory / "vendor").mkdir(parents=True, exist_ok=True)
+    written = [shutil.copyfile(static / name, directory / name) for name in CLIENT_FILES]
+    written.append(shutil.copyfile(vendor, directory / "vendor" / VENDOR_FILE))
+    source_map = vendor.with_name(VENDOR_FILE + ".map")  # its sourceMappingURL points here
+    if source_map.is_file():
+        written.append(shutil.copyfile(source_map, directory / "vendor" / source_map.name))
+    package = {
+        "name": "switchboard-client",
+        "version": __version__,
+        "description": f"Switchboard {__version__}'s browser module with its socket.io-client, "
+        "written by `switchboard client-js`.",
+        "type": "module",
+        "main": "./switchboard.js",
+        "types": "./switchboard.d.ts",
+        "exports": {
+            ".": {"types": "./switchboard.d.ts", "default": "./switchboard.js"},
+            "./package.json": "./package.json",
+        },
+        "license": "MIT",
+    }
+    manifest = directory / "package.json"
+    manifest.write_text(json.dumps(package, indent=2) + "\n")
+    return [*written, manifest]
+
+
+def _shell_path(path: Path) -> str:
+    """`./dir` for a relative path, so npm reads it as a folder and not a package name."""
+    text = str(path)
+    return text if path.is_absolute() or text.startswith(".") else f"./{text}"
 
 
 def _run(work: Coroutine[Any, Any, Any]) -> Any:

@@ -25,7 +25,7 @@ from .models import (
     now_iso,
 )
 from .settings import Settings
-from .storage import Store, StoredResponse, StoreUnavailable
+from .storage import RoomLimitReached, RoomLimits, Store, StoredResponse, StoreUnavailable
 from .storage.base import IDEMPOTENCY_TTL
 
 log = logging.getLogger("switchboard.hub")
@@ -49,6 +49,10 @@ def chat_room(room: str) -> str:
 class Hub:
     def __init__(self, store: Store, sio: Any, metrics: Metrics, settings: Settings) -> None:
         self.store = store
+        # The store bounds chat state; open_store is not given the settings, so set it here.
+        store.rooms = RoomLimits(
+            settings.max_rooms_total, settings.max_members_per_room, settings.room_ttl
+        )
         self.sio = sio
         self.metrics = metrics
         self.settings = settings
@@ -174,7 +178,11 @@ class Hub:
         return message
 
     async def enter_room(self, room: str, sid: str, member: Member) -> None:
-        await self.store.add_member(room, sid, member)
+        try:
+            await self.store.add_member(room, sid, member)
+        except RoomLimitReached as exc:
+            # Shared capacity, not this client's doing: 503, try again later.
+            raise unavailable(str(exc)) from None
         await self._presence(room, "joined", member, sid)
 
     async def exit_room(self, room: str, sid: str, member: Member) -> None:
@@ -230,11 +238,18 @@ class Hub:
         await self.sio.emit(event, body, to=to, namespace=namespace, skip_sid=skip_sid)
 
     async def _purge_loop(self) -> None:
+        # Every minute, or every room_ttl when shorter (at most once a second).
+        every = min(PURGE_EVERY, max(self.settings.room_ttl, 1.0))
         while True:
-            await asyncio.sleep(PURGE_EVERY)
+            await asyncio.sleep(every)
             await self.purge()
 
     async def purge(self) -> int:
+        """Forget expired chat rooms, then finished jobs past the retention (returned)."""
+        with contextlib.suppress(StoreUnavailable):
+            expired = await self.store.purge_rooms(time.time() - self.settings.room_ttl)
+            if expired:
+                log.info("forgot %d chat rooms empty for longer than room_ttl", expired)
         cutoff = datetime.now(UTC) - timedelta(seconds=self.settings.retention)
         cutoff_iso = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with contextlib.suppress(StoreUnavailable):

@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
-import redis.asyncio as aioredis
 import socketio
 from engineio import packet as eio_packet
 from redis.asyncio.retry import Retry
@@ -24,6 +23,7 @@ from .fanout import Cork, text_frame
 from .hub import JOB_NS
 from .metrics import Metrics
 from .ordering import JobOrder
+from .redis_conn import redis_client
 
 log = logging.getLogger("switchboard.manager")
 IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
@@ -194,16 +194,24 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
     """
 
     def __init__(self, url: str, channel: str, metrics: Metrics, max_pending: int = 1000) -> None:
-        # No silent retries inside redis-py: a broken connection surfaces here and is
-        # replaced by a fresh one (its own resubscribe after a restart is not reliable).
-        options = {"socket_connect_timeout": 2, "retry": Retry(NoBackoff(), 0)}
-        socketio.AsyncRedisManager.__init__(self, url, channel=channel, redis_options=options)
+        socketio.AsyncRedisManager.__init__(self, url, channel=channel)
         self.metrics = metrics
         self.max_pending = max_pending
         self._publisher: Any = None
         self._outgoing: asyncio.Queue[Any] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
         self._resyncs: set[asyncio.Task[None]] = set()
+
+    def _client(self, **options: Any) -> Any:
+        """A connection of its own (publisher or listener), following Sentinel failovers.
+
+        No silent retries inside redis-py: a broken connection surfaces here and is
+        replaced by a fresh one (its own resubscribe after a restart is not reliable).
+        """
+        return redis_client(
+            self.redis_url, pool_size=2, pool_timeout=5, socket_connect_timeout=2,
+            retry=Retry(NoBackoff(), 0), **options,
+        )  # fmt: skip
 
     async def _publish(self, data: Any) -> None:
         """Queue a message for the other processes: sent in order, retried until it goes.
@@ -227,10 +235,7 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
     async def _send(self, data: Any) -> bool:
         try:
             if self._publisher is None:
-                self._publisher = aioredis.Redis.from_url(
-                    self.redis_url, socket_timeout=2, socket_connect_timeout=2,
-                    retry=Retry(NoBackoff(), 0),
-                )  # fmt: skip
+                self._publisher = self._client(socket_timeout=2)
             await self._publisher.publish(self.channel, self.json.dumps(data))
             return True
         except Exception as exc:
@@ -254,7 +259,7 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         delay, first = 0.25, True
         while True:
             try:
-                self._redis_connect()
+                self.redis = self._client()
                 pubsub = self.pubsub = self.redis.pubsub()
                 await pubsub.subscribe(self.channel)
                 # Wait for Redis to confirm: a SUBSCRIBE sent while a restarted Redis is
@@ -278,5 +283,6 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
                 log.warning("redis pub/sub lost (%s); retrying in %.2fs", exc, delay)
                 with contextlib.suppress(Exception):
                     await self.pubsub.aclose()
+                    await self.redis.aclose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

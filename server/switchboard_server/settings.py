@@ -27,6 +27,12 @@ class Settings(BaseSettings):
     rate_burst: int = Field(40, ge=1)
     max_subscriptions: int = Field(100, ge=1)
     max_rooms: int = Field(20, ge=1)
+    # Rooms one token `sub` may be in across its connections on this process.
+    max_rooms_per_identity: int = Field(50, ge=1)
+    # Rooms the store keeps (in use, or empty with history); new ones past it are refused.
+    max_rooms_total: int = Field(1_000, ge=1)
+    max_members_per_room: int = Field(10_000, ge=1)
+    room_ttl: float = Field(3600.0, gt=0, description="seconds an empty room keeps its history")
     max_packet_bytes: int = Field(1_000_000, ge=1024)
     # Packets queued for one client that stopped reading before it is dropped.
     max_pending: int = Field(1000, ge=10)

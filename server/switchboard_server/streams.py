@@ -8,7 +8,7 @@ import json
 import logging
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from .auth import Identity, Unauthorized
 from .errors import ApiError, forbidden, invalid_payload
@@ -23,6 +23,7 @@ log = logging.getLogger("switchboard.streams")
 
 NAMESPACES: web.AppKey[dict[str, BaseNamespace]] = web.AppKey("namespaces", dict)
 MANAGER: web.AppKey[LocalManager] = web.AppKey("manager", LocalManager)
+PLAIN_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("plain_sockets", set)
 KEEPALIVE = 15.0
 # /ws op -> (namespace, Socket.IO event)
 OPS = {
@@ -139,11 +140,21 @@ async def plain_websocket(request: web.Request) -> web.WebSocketResponse:
     )
     await ws.prepare(request)
     session = _PlainSession(request, ws)
+    open_sockets = request.app[PLAIN_SOCKETS]
+    open_sockets.add(ws)
     try:
         await session.run()
     finally:
+        open_sockets.discard(ws)
         await session.close()
     return ws
+
+
+async def close_plain_websockets(app: web.Application) -> None:
+    """On shutdown: 1001 "going away" to every /ws client, which then reconnects."""
+    sockets: set[web.WebSocketResponse] = app[PLAIN_SOCKETS]
+    for ws in list(sockets):
+        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
 
 
 class _PlainSession:

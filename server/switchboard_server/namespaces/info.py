@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, ClassVar
 
-from ..errors import forbidden
+from ..errors import forbidden, unavailable
 from ..hub import chat_room
 from ..models import MessageIn, Payload, RecentIn, RoomIn
-from .base import BaseNamespace, Connection
+from ..storage import StoreUnavailable
+from .base import BaseNamespace, Connection, Context
+
+log = logging.getLogger("switchboard.socket")
 
 
 class InfoNamespace(BaseNamespace):
@@ -18,22 +23,29 @@ class InfoNamespace(BaseNamespace):
         "recent": (RecentIn, "recent"),
     }
 
+    def __init__(self, namespace: str, context: Context) -> None:
+        super().__init__(namespace, context)
+        # token sub -> room -> how many of its connections on this process hold the room
+        self.held: dict[str, dict[str, int]] = {}
+        # One join, leave or disconnect at a time per connection (Socket.IO runs events
+        # concurrently): a room is in conn.rooms only once the store has admitted it.
+        self._locks: dict[str, asyncio.Lock] = {}
+
     async def join(self, sid: str, conn: Connection, payload: RoomIn) -> dict[str, Any]:
         room = payload.room
         if not conn.identity.may_join(room):
             raise forbidden(f"your token does not grant room {room!r}")
-        limit = self.ctx.settings.max_rooms
-        if room not in conn.rooms and len(conn.rooms) >= limit:
-            raise forbidden(f"at most {limit} rooms per connection")
-        if room not in conn.rooms:
-            conn.rooms.add(room)
-            await conn.enter(chat_room(room))
-            await self.ctx.hub.enter_room(room, sid, conn.member)
+        async with self._locks.setdefault(sid, asyncio.Lock()):
+            if self.conns.get(sid) is not conn:
+                raise unavailable("not connected")
+            if room not in conn.rooms:
+                await self._enter(sid, conn, room)
         return await self.ctx.hub.room_state(room)
 
     async def leave(self, sid: str, conn: Connection, payload: RoomIn) -> dict[str, Any]:
-        if payload.room in conn.rooms:
-            await self._part(sid, conn, payload.room)
+        async with self._locks.setdefault(sid, asyncio.Lock()):
+            if payload.room in conn.rooms:
+                await self._part(sid, conn, payload.room)
         return {}
 
     async def message(self, sid: str, conn: Connection, payload: MessageIn) -> dict[str, Any]:
@@ -47,10 +59,51 @@ class InfoNamespace(BaseNamespace):
         return {"announcements": found}
 
     async def closed(self, sid: str, conn: Connection) -> None:
-        for room in list(conn.rooms):
-            await self._part(sid, conn, room)
+        async with self._locks.setdefault(sid, asyncio.Lock()):
+            for room in list(conn.rooms):
+                try:
+                    await self._part(sid, conn, room)
+                except StoreUnavailable as exc:
+                    log.warning("could not record that %s left %s: %s", sid, room, exc)
+        self._locks.pop(sid, None)
+
+    async def _enter(self, sid: str, conn: Connection, room: str) -> None:
+        limit = self.ctx.settings.max_rooms
+        if len(conn.rooms) >= limit:
+            raise forbidden(f"at most {limit} rooms per connection")
+        self._hold(conn, room)  # before the await: other connections of this sub count it
+        try:
+            await self.ctx.hub.enter_room(room, sid, conn.member)
+        except BaseException:
+            self._release(conn, room)
+            raise
+        conn.rooms.add(room)
+        await conn.enter(chat_room(room))
 
     async def _part(self, sid: str, conn: Connection, room: str) -> None:
         conn.rooms.discard(room)
+        self._release(conn, room)
         await conn.exit(chat_room(room))
         await self.ctx.hub.exit_room(room, sid, conn.member)
+
+    def _hold(self, conn: Connection, room: str) -> None:
+        """Count the room against the connection's identity; anonymous ones have none."""
+        sub = conn.identity.sub
+        if sub is None:
+            return
+        held = self.held.setdefault(sub, {})
+        limit = self.ctx.settings.max_rooms_per_identity
+        if room not in held and len(held) >= limit:
+            raise forbidden(f"at most {limit} rooms per identity ({sub!r}), across its connections")
+        held[room] = held.get(room, 0) + 1
+
+    def _release(self, conn: Connection, room: str) -> None:
+        sub = conn.identity.sub
+        held = self.held.get(sub, {}) if sub is not None else {}
+        if room not in held:
+            return
+        held[room] -= 1
+        if held[room] == 0:
+            del held[room]
+        if not held and sub is not None:
+            self.held.pop(sub, None)

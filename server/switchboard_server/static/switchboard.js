@@ -172,8 +172,9 @@ export async function recentAnnouncements(limit = 20) {
 }
 
 /**
- * Call onChange({ connected, transport, error }) whenever a namespace's connection changes:
- * connect, disconnect, refusal, and the upgrade from polling to websocket.
+ * Call onChange({ connected, transport, error }) now and whenever a namespace's connection
+ * changes: connect, disconnect, refusal, and the upgrade from polling to websocket.
+ * Returns a function that stops.
  */
 export function onConnection(onChange, namespace = "/job") {
   const s = socket(namespace);
@@ -183,11 +184,19 @@ export function onConnection(onChange, namespace = "/job") {
       transport: s.connected ? s.io.engine.transport.name : null,
       error: error?.message ?? null,
     });
-  const watchEngine = () => s.io.engine.on("upgrade", () => report());
-  s.on("connect", () => report());
-  s.on("disconnect", () => report());
-  s.on("connect_error", (error) => report(error));
+  const changed = () => report();
+  const watchEngine = () => s.io.engine.off("upgrade", changed).on("upgrade", changed);
+  s.on("connect", changed);
+  s.on("disconnect", changed);
+  s.on("connect_error", report);
   s.io.on("open", watchEngine);
   if (s.io.engine) watchEngine();
   report();
+  return () => {
+    s.off("connect", changed);
+    s.off("disconnect", changed);
+    s.off("connect_error", report);
+    s.io.off("open", watchEngine);
+    s.io.engine?.off("upgrade", changed);
+  };
 }

@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Store, StoredResponse, StoreUnavailable, job_response
+from .base import (
+    RoomLimitReached,
+    RoomLimits,
+    Store,
+    StoredResponse,
+    StoreUnavailable,
+    job_response,
+)
 
 __all__ = [
+    "RoomLimitReached",
+    "RoomLimits",
     "Store",
     "StoreUnavailable",
     "StoredResponse",
@@ -16,21 +25,23 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, history: int, prefix: str = "switchboard:") -> Store:
+def open_store(
+    url: str, *, history: int, prefix: str = "switchboard:", rooms: RoomLimits | None = None
+) -> Store:
     """A closed store for `url`; the caller awaits `open()`."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore(history=history)
+        return MemoryStore(history=history, rooms=rooms)
     if scheme == "sqlite":
         from .sqlite import SqliteStore
 
-        return SqliteStore(sqlite_path(url), history=history)
+        return SqliteStore(sqlite_path(url), history=history, rooms=rooms)
     if scheme in ("redis", "rediss"):
         from .redis import RedisStore
 
-        return RedisStore(url, history=history, prefix=prefix)
+        return RedisStore(url, history=history, prefix=prefix, rooms=rooms)
     raise ValueError(
         f"unknown store {url!r}: use memory://, sqlite:///path or redis://host:port/db"
     )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from ..models import Announcement, ChatMessage, Job, Member
@@ -30,9 +33,42 @@ class StoreUnavailable(Exception):
     """The backend cannot be reached or refused to commit; callers answer 503."""
 
 
+@dataclass(frozen=True)
+class RoomLimits:
+    """What bounds chat state: rooms kept, presence records per room, life of an empty room."""
+
+    max_rooms: int = 10_000
+    max_members: int = 10_000
+    ttl: float = 3600.0  # seconds an empty room keeps its record and history
+
+
+class RoomLimitReached(Exception):
+    """A join would pass RoomLimits; the message names the limit."""
+
+
+def too_many_rooms(limit: int) -> RoomLimitReached:
+    return RoomLimitReached(
+        f"the server keeps at most {limit} chat rooms; join an existing room,"
+        " or try again when an empty one has expired"
+    )
+
+
+def room_full(room: str, limit: int) -> RoomLimitReached:
+    return RoomLimitReached(f"room {room!r} is full (at most {limit} members)")
+
+
+class ChatUsage(TypedDict):
+    """What chat holds in a store: rooms with a record or history, messages, presence records."""
+
+    rooms: int
+    messages: int
+    members: int
+
+
 class Store(ABC):
-    def __init__(self, *, history: int) -> None:
+    def __init__(self, *, history: int, rooms: RoomLimits | None = None) -> None:
         self.history = history
+        self.rooms = rooms or RoomLimits()
         self._members: dict[str, dict[str, Member]] = {}
 
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -88,23 +124,51 @@ class Store(ABC):
         """The last CHAT_HISTORY messages of a room, oldest first."""
 
     @abstractmethod
+    async def purge_rooms(self, emptied_before: float) -> int:
+        """Forget rooms empty since before `emptied_before`, with their history.
+
+        Redis keeps the expiry of each room itself (its own clock) and ignores the argument.
+        """
+
+    @abstractmethod
+    async def chat_usage(self) -> ChatUsage: ...
+
+    @abstractmethod
     async def get_response(self, key: str, now: float) -> StoredResponse | None: ...
 
     @abstractmethod
     async def put_response(self, key: str, response: StoredResponse, expires: float) -> None: ...
 
-    # Presence: who is in a room right now. A single process keeps it in memory;
-    # stores shared by several processes override these.
+    # Presence: who is in a room right now. A single process keeps it in memory and
+    # the room's record in the store; stores shared by several processes override these.
 
     async def add_member(self, room: str, conn: str, member: Member) -> None:
-        self._members.setdefault(room, {})[conn] = member
+        """Raises RoomLimitReached for a new room past max_rooms or a full room."""
+        if room not in self._members:
+            await self._occupy(room, time.time())
+        members = self._members.setdefault(room, {})
+        if conn not in members and len(members) >= self.rooms.max_members:
+            raise room_full(room, self.rooms.max_members)
+        members[conn] = member
 
     async def remove_member(self, room: str, conn: str) -> None:
         members = self._members.get(room)
-        if members is not None:
-            members.pop(conn, None)
-            if not members:
-                del self._members[room]
+        if members is None or members.pop(conn, None) is None:
+            return
+        if not members:
+            del self._members[room]
+            await self._vacate(room, time.time())
+            if room in self._members:  # a join whose write went before ours: in use after all
+                with contextlib.suppress(RoomLimitReached):
+                    await self._occupy(room, time.time())
+
+    async def _occupy(self, room: str, now: float) -> None:
+        """Mark the room in use, creating its record within max_rooms (single-process stores)."""
+        raise NotImplementedError
+
+    async def _vacate(self, room: str, now: float) -> None:
+        """Note that the room became empty at `now`; it expires `ttl` later."""
+        raise NotImplementedError
 
     async def members(self, room: str) -> list[Member]:
         """Distinct members (by id) of a room."""

@@ -12,16 +12,21 @@ from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
     KEEP_ANNOUNCEMENTS,
+    ChatUsage,
     Mutation,
+    RoomLimits,
     Store,
     StoredResponse,
     job_response,
+    too_many_rooms,
 )
 
 
 class MemoryStore(Store):
-    def __init__(self, *, history: int) -> None:
-        super().__init__(history=history)
+    def __init__(self, *, history: int, rooms: RoomLimits | None = None) -> None:
+        super().__init__(history=history, rooms=rooms)
+        # room -> when it became empty; None while someone is in it
+        self._rooms: dict[str, float | None] = {}
         self._jobs: dict[str, Job] = {}
         self._events: dict[str, deque[Job]] = {}
         self._announcements: deque[Announcement] = deque(maxlen=KEEP_ANNOUNCEMENTS)
@@ -89,10 +94,38 @@ class MemoryStore(Store):
 
     async def add_message(self, message: ChatMessage) -> None:
         room = message["room"]
+        self._rooms.setdefault(room, time.time())  # no record (nobody joined): expires too
         self._messages.setdefault(room, deque(maxlen=CHAT_HISTORY)).append(message)
 
     async def recent_messages(self, room: str) -> list[ChatMessage]:
         return list(self._messages.get(room, ()))
+
+    async def _occupy(self, room: str, now: float) -> None:
+        if room not in self._rooms and len(self._rooms) >= self.rooms.max_rooms:
+            await self.purge_rooms(now - self.rooms.ttl)  # expired rooms make way
+            if len(self._rooms) >= self.rooms.max_rooms:
+                raise too_many_rooms(self.rooms.max_rooms)
+        self._rooms[room] = None
+
+    async def _vacate(self, room: str, now: float) -> None:
+        if room in self._rooms:
+            self._rooms[room] = now
+
+    async def purge_rooms(self, emptied_before: float) -> int:
+        old = [
+            r for r, since in self._rooms.items() if since is not None and since <= emptied_before
+        ]
+        for room in old:
+            del self._rooms[room]
+            self._messages.pop(room, None)
+        return len(old)
+
+    async def chat_usage(self) -> ChatUsage:
+        return {
+            "rooms": len(self._rooms.keys() | self._messages.keys()),
+            "messages": sum(len(kept) for kept in self._messages.values()),
+            "members": sum(len(members) for members in self._members.values()),
+        }
 
     async def get_response(self, key: str, now: float) -> StoredResponse | None:
         found = self._responses.get(key)

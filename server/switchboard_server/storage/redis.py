@@ -26,20 +26,90 @@ from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
     KEEP_ANNOUNCEMENTS,
+    ChatUsage,
     Mutation,
+    RoomLimits,
     Store,
     StoredResponse,
     StoreUnavailable,
     job_response,
+    room_full,
+    too_many_rooms,
 )
 
 NODE_TTL = 15  # seconds a node's presence records outlive its last heartbeat
 HEARTBEAT = 5.0
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+SWEEP_BATCH = 500
+
+# Chat rooms: the sorted set `rooms` holds every room kept, scored +inf while someone is
+# in it and by its expiry (Redis clock) once empty, when its history key gets the same
+# expiry. The scripts keep the set, the members and the history key in step atomically.
+NOW = """
+local function now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+"""
+# KEYS: rooms, the room's members, its messages. ARGV: room, field, member, max rooms,
+# max members. Returns 0, or 1 when the store is full of rooms, 2 when the room is full.
+JOIN = (
+    NOW
+    + """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now())  -- expired rooms make way
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 1 end
+end
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 0
+    and redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[5]) then
+  return 2
+end
+redis.call('ZADD', KEYS[1], '+inf', ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('PERSIST', KEYS[3])
+return 0
+"""
+)
+# KEYS: rooms, the room's members, its messages. ARGV: room, ttl seconds, fields to remove.
+LEAVE = (
+    NOW
+    + """
+redis.call('HDEL', KEYS[2], unpack(ARGV, 3))
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local ttl = tonumber(ARGV[2])
+  redis.call('ZADD', KEYS[1], 'XX', now() + ttl, ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], math.ceil(ttl * 1000))
+end
+return 0
+"""
+)
+# KEYS: rooms, the room's messages. ARGV: room, message, messages kept, ttl seconds.
+POST = (
+    NOW
+    + """
+redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+local expires = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not expires then  -- nobody joined it: it expires like an empty room
+  expires = now() + tonumber(ARGV[4])
+  redis.call('ZADD', KEYS[1], expires, ARGV[1])
+end
+if expires ~= 'inf' then
+  redis.call('PEXPIREAT', KEYS[2], math.ceil(tonumber(expires) * 1000))
+end
+return 0
+"""
+)
+# KEYS: rooms. Their history keys expire by themselves.
+EXPIRE = NOW + "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now())"
 
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _score(iso: str) -> float:
@@ -56,8 +126,15 @@ async def _reachable() -> AsyncIterator[None]:
 
 
 class RedisStore(Store):
-    def __init__(self, url: str, *, history: int, prefix: str = "switchboard:") -> None:
-        super().__init__(history=history)
+    def __init__(
+        self,
+        url: str,
+        *,
+        history: int,
+        prefix: str = "switchboard:",
+        rooms: RoomLimits | None = None,
+    ) -> None:
+        super().__init__(history=history, rooms=rooms)
         self.url = url
         self.prefix = prefix
         self.node = uuid.uuid4().hex[:12]
@@ -66,6 +143,10 @@ class RedisStore(Store):
             url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
         )
         self._heartbeat: asyncio.Task[None] | None = None
+        self._join = self.redis.register_script(JOIN)
+        self._leave = self.redis.register_script(LEAVE)
+        self._post = self.redis.register_script(POST)
+        self._expire = self.redis.register_script(EXPIRE)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -182,11 +263,10 @@ class RedisStore(Store):
         return kept[:limit]
 
     async def add_message(self, message: ChatMessage) -> None:
-        key = self.key("messages", message["room"])
-        async with _reachable(), self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, _dumps(message))
-            pipe.ltrim(key, -CHAT_HISTORY, -1)
-            await pipe.execute()
+        room = message["room"]
+        keys = [self.key("rooms"), self.key("messages", room)]
+        async with _reachable():
+            await self._post(keys=keys, args=[room, _dumps(message), CHAT_HISTORY, self.rooms.ttl])
 
     async def recent_messages(self, room: str) -> list[ChatMessage]:
         async with _reachable():
@@ -213,29 +293,86 @@ class RedisStore(Store):
     # -- presence, shared by every process ---------------------------------------
     # Each member record names its node; a node that stops beating is forgotten.
 
+    def _room_keys(self, room: str) -> list[str]:
+        return [self.key("rooms"), self.key("members", room), self.key("messages", room)]
+
     async def add_member(self, room: str, conn: str, member: Member) -> None:
+        limits = self.rooms
+        field = f"{self.node}:{conn}"
         async with _reachable():
-            await self.redis.hset(self.key("members", room), f"{self.node}:{conn}", _dumps(member))
+            refused = await self._join(
+                keys=self._room_keys(room),
+                args=[room, field, _dumps(member), limits.max_rooms, limits.max_members],
+            )
+        if refused == 1:
+            raise too_many_rooms(limits.max_rooms)
+        if refused == 2:
+            raise room_full(room, limits.max_members)
 
     async def remove_member(self, room: str, conn: str) -> None:
         async with _reachable():
-            await self.redis.hdel(self.key("members", room), f"{self.node}:{conn}")
+            await self._remove(room, [f"{self.node}:{conn}"])
+
+    async def _remove(self, room: str, fields: list[str]) -> None:
+        """Drop presence records; the last one out starts the room's expiry."""
+        await self._leave(keys=self._room_keys(room), args=[room, self.rooms.ttl, *fields])
 
     async def members(self, room: str) -> list[Member]:
-        key = self.key("members", room)
         async with _reachable():
-            records = await self.redis.hgetall(key)
-            nodes = {field.split(":", 1)[0] for field in records}
-            alive = {node for node in nodes if await self.redis.exists(self.key("node", node))}
-            dead = [field for field in records if field.split(":", 1)[0] not in alive]
+            records = await self.redis.hgetall(self.key("members", room))
+            dead = set(await self._dead(records))
             if dead:
-                await self.redis.hdel(key, *dead)
+                await self._remove(room, sorted(dead))
         unique: dict[str, Member] = {}
         for field, raw in records.items():
-            if field.split(":", 1)[0] in alive:
+            if field not in dead:
                 member = cast(Member, json.loads(raw))
                 unique[member["id"]] = member
         return list(unique.values())
+
+    async def _dead(self, fields: Iterable[str]) -> list[str]:
+        """The presence records, among `fields`, of nodes that stopped beating."""
+        fields = list(fields)
+        if not fields:
+            return []
+        nodes = sorted({field.split(":", 1)[0] for field in fields} - {self.node})
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for node in nodes:
+                pipe.exists(self.key("node", node))
+            found = await pipe.execute()
+        alive = {self.node, *(node for node, up in zip(nodes, found, strict=True) if up)}
+        return [field for field in fields if field.split(":", 1)[0] not in alive]
+
+    async def purge_rooms(self, emptied_before: float) -> int:
+        """Empty the rooms whose members are all on dead nodes, then drop expired rooms."""
+        async with _reachable():
+            occupied = await self.redis.zrangebyscore(self.key("rooms"), "+inf", "+inf")
+            for start in range(0, len(occupied), SWEEP_BATCH):
+                batch = occupied[start : start + SWEEP_BATCH]
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for room in batch:
+                        pipe.hkeys(self.key("members", room))
+                    fields = await pipe.execute()
+                dead = set(await self._dead(f for room_fields in fields for f in room_fields))
+                for room, room_fields in zip(batch, fields, strict=True):
+                    # A room in use without members (its hash evicted, say) expires too.
+                    gone = [f for f in room_fields if f in dead]
+                    if gone or not room_fields:
+                        await self._remove(room, gone or [""])
+            return int(await self._expire(keys=[self.key("rooms")]))
+
+    async def chat_usage(self) -> ChatUsage:
+        async with _reachable():
+            seconds, micros = await self.redis.time()
+            now = seconds + micros / 1_000_000
+            names = set(await self.redis.zrangebyscore(self.key("rooms"), f"({now}", "+inf"))
+            counts = {"messages": 0, "members": 0}
+            for kind, size in (("messages", self.redis.llen), ("members", self.redis.hlen)):
+                start = self.key(kind, "")
+                async for key in self.redis.scan_iter(match=_glob_escape(start) + "*", count=1000):
+                    names.add(key.removeprefix(start))
+                    counts[kind] += await size(key)
+        return {"rooms": len(names), "messages": counts["messages"], "members": counts["members"]}
 
     async def _beat(self) -> None:
         while True:

@@ -23,11 +23,14 @@ from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
     KEEP_ANNOUNCEMENTS,
+    ChatUsage,
     Mutation,
+    RoomLimits,
     Store,
     StoredResponse,
     StoreUnavailable,
     job_response,
+    too_many_rooms,
 )
 
 T = TypeVar("T")
@@ -58,6 +61,11 @@ CREATE TABLE IF NOT EXISTS messages (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_room ON messages (room, n);
+CREATE TABLE IF NOT EXISTS rooms (
+    name TEXT PRIMARY KEY,
+    empty_since REAL  -- NULL while someone is in the room
+);
+CREATE INDEX IF NOT EXISTS rooms_by_empty_since ON rooms (empty_since);
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     expires REAL NOT NULL,
@@ -71,8 +79,8 @@ def _dumps(value: Any) -> str:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str, *, history: int) -> None:
-        super().__init__(history=history)
+    def __init__(self, path: str, *, history: int, rooms: RoomLimits | None = None) -> None:
+        super().__init__(history=history, rooms=rooms)
         self.path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="switchboard-sqlite")
         self._db: sqlite3.Connection | None = None
@@ -95,6 +103,14 @@ class SqliteStore(Store):
         db.execute("PRAGMA synchronous=FULL")  # committed means on disk
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(SCHEMA)
+        # Presence lives in this process: after a restart every room is empty, and
+        # history from before rooms had records gets one, so that all of it expires.
+        now = time.time()
+        db.execute("UPDATE rooms SET empty_since = ? WHERE empty_since IS NULL", (now,))
+        db.execute(
+            "INSERT OR IGNORE INTO rooms (name, empty_since) SELECT DISTINCT room, ? FROM messages",
+            (now,),
+        )
         self._db = db
 
     async def close(self) -> None:
@@ -261,9 +277,11 @@ class SqliteStore(Store):
         return [json.loads(body) for (body,) in await self._run(query)]
 
     async def add_message(self, message: ChatMessage) -> None:
-        room = message["room"]
+        room, now = message["room"], time.time()
 
         def op(db: sqlite3.Connection) -> None:
+            # A room nobody joined has no record yet: give it one so its history expires too.
+            db.execute("INSERT OR IGNORE INTO rooms (name, empty_since) VALUES (?, ?)", (room, now))
             db.execute("INSERT INTO messages (room, body) VALUES (?, ?)", (room, _dumps(message)))
             db.execute(
                 "DELETE FROM messages WHERE room = ? AND n < (SELECT n FROM messages"
@@ -281,6 +299,42 @@ class SqliteStore(Store):
             ).fetchall()
         )
         return [json.loads(body) for (body,) in reversed(rows)]
+
+    async def _occupy(self, room: str, now: float) -> None:
+        limits = self.rooms
+
+        def op(db: sqlite3.Connection) -> bool:
+            if db.execute("UPDATE rooms SET empty_since = NULL WHERE name = ?", (room,)).rowcount:
+                return True
+            if _count_rooms(db) >= limits.max_rooms:
+                _forget_rooms(db, now - limits.ttl)  # expired rooms make way
+                if _count_rooms(db) >= limits.max_rooms:
+                    return False
+            db.execute("INSERT INTO rooms (name, empty_since) VALUES (?, NULL)", (room,))
+            return True
+
+        if not await self._write(op):
+            raise too_many_rooms(limits.max_rooms)
+
+    async def _vacate(self, room: str, now: float) -> None:
+        await self._write(
+            lambda db: db.execute("UPDATE rooms SET empty_since = ? WHERE name = ?", (now, room))
+        )
+
+    async def purge_rooms(self, emptied_before: float) -> int:
+        return await self._write(lambda db: _forget_rooms(db, emptied_before))
+
+    async def chat_usage(self) -> ChatUsage:
+        def query(db: sqlite3.Connection) -> tuple[int, int]:
+            (rooms,) = db.execute(
+                "SELECT count(*) FROM (SELECT name FROM rooms UNION SELECT room FROM messages)"
+            ).fetchone()
+            (messages,) = db.execute("SELECT count(*) FROM messages").fetchone()
+            return rooms, messages
+
+        rooms, messages = await self._run(query)
+        members = sum(len(members) for members in self._members.values())
+        return {"rooms": rooms, "messages": messages, "members": members}
 
     # -- idempotency --------------------------------------------------------
 
@@ -303,6 +357,18 @@ def _put_response(
         "INSERT OR REPLACE INTO responses (key, expires, body) VALUES (?, ?, ?)",
         (key, expires, _dumps(response)),
     )
+
+
+def _count_rooms(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT count(*) FROM rooms").fetchone()[0])
+
+
+def _forget_rooms(db: sqlite3.Connection, emptied_before: float) -> int:
+    db.execute(
+        "DELETE FROM messages WHERE room IN (SELECT name FROM rooms WHERE empty_since <= ?)",
+        (emptied_before,),
+    )
+    return db.execute("DELETE FROM rooms WHERE empty_since <= ?", (emptied_before,)).rowcount
 
 
 def _commit(ops: list[Op], db: sqlite3.Connection) -> list[tuple[bool, Any]]:
