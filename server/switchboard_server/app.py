@@ -34,7 +34,7 @@ from .ordering import job_order
 from .origins import ORIGINS, Origins
 from .redis_conn import SCHEMES
 from .settings import Settings
-from .storage import StoreUnavailable, open_store
+from .storage import RoomLimits, StoreUnavailable, open_store
 from .streams import MANAGER, NAMESPACES, PLAIN_SOCKETS, close_plain_websockets, plain_websocket
 
 log = logging.getLogger("switchboard")
@@ -79,7 +79,15 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     sio.attach(app)
     metrics.watch_connections(sio)
-    store = open_store(settings.store, history=settings.history, prefix=settings.redis_prefix)
+    rooms = RoomLimits(settings.max_rooms_total, settings.max_members_per_room, settings.room_ttl)
+    store = open_store(
+        settings.store,
+        history=settings.history,
+        prefix=settings.redis_prefix,
+        rooms=rooms,
+        redis_pool=(settings.redis_pool_size, settings.redis_pool_timeout),
+        redis_replicas=settings.redis_replicas,
+    )
     hub = Hub(store, sio, metrics, settings)
     order = job_order(store, manager, settings.history)
     manager.order = order

@@ -25,7 +25,7 @@ from .models import (
     now_iso,
 )
 from .settings import Settings
-from .storage import RoomLimitReached, RoomLimits, Store, StoredResponse, StoreUnavailable
+from .storage import NotReplicated, RoomLimitReached, Store, StoredResponse, StoreUnavailable
 from .storage.base import IDEMPOTENCY_TTL
 
 log = logging.getLogger("switchboard.hub")
@@ -49,10 +49,6 @@ def chat_room(room: str) -> str:
 class Hub:
     def __init__(self, store: Store, sio: Any, metrics: Metrics, settings: Settings) -> None:
         self.store = store
-        # The store bounds chat state; open_store is not given the settings, so set it here.
-        store.rooms = RoomLimits(
-            settings.max_rooms_total, settings.max_members_per_room, settings.room_ttl
-        )
         self.sio = sio
         self.metrics = metrics
         self.settings = settings
@@ -89,6 +85,10 @@ class Hub:
         mutate = partial(apply_change, job_id, change=change, create=create)
         try:
             job = await self.store.apply(job_id, mutate, idempotency_key)
+        except NotReplicated as exc:
+            log.error("update of %s seq %d is not replicated: %s", job_id, exc.job["seq"], exc)
+            self._outbox.put_nowait((exc.job, accepted))
+            raise unavailable(f"{exc}; retry with the same Idempotency-Key") from None
         except StoreUnavailable as exc:
             log.error("store refused an update of %s: %s", job_id, exc)
             raise unavailable() from None

@@ -15,6 +15,11 @@ class Settings(BaseSettings):
     port: int = Field(8001, ge=0, le=65535)
     store: str = "sqlite:///switchboard.db"
     redis_prefix: str = Field("switchboard:", description="key and channel prefix in Redis")
+    # Connections to Redis for the store, per process; a burst waits up to the timeout.
+    redis_pool_size: int = Field(50, ge=1)
+    redis_pool_timeout: float = Field(10.0, gt=0)
+    # Replicas that must acknowledge an update (Redis WAIT) before it is answered.
+    redis_replicas: int = Field(0, ge=0)
     admin_token: SecretStr | None = None
     client_secret: SecretStr | None = None
     # Empty means same-origin only; "*" allows every origin.

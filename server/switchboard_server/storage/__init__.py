@@ -1,10 +1,11 @@
-"""Pick a store by URL: memory://, sqlite:///path (the default), redis://host:port/db."""
+"""Pick a store by URL: memory://, sqlite:///path (the default), redis:// or redis+sentinel://."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
 from .base import (
+    NotReplicated,
     RoomLimitReached,
     RoomLimits,
     Store,
@@ -14,6 +15,7 @@ from .base import (
 )
 
 __all__ = [
+    "NotReplicated",
     "RoomLimitReached",
     "RoomLimits",
     "Store",
@@ -26,7 +28,13 @@ __all__ = [
 
 
 def open_store(
-    url: str, *, history: int, prefix: str = "switchboard:", rooms: RoomLimits | None = None
+    url: str,
+    *,
+    history: int,
+    prefix: str = "switchboard:",
+    rooms: RoomLimits | None = None,
+    redis_pool: tuple[int, float] = (50, 10.0),
+    redis_replicas: int = 0,
 ) -> Store:
     """A closed store for `url`; the caller awaits `open()`."""
     scheme = urlsplit(url).scheme
@@ -38,12 +46,16 @@ def open_store(
         from .sqlite import SqliteStore
 
         return SqliteStore(sqlite_path(url), history=history, rooms=rooms)
-    if scheme in ("redis", "rediss"):
+    if scheme in ("redis", "rediss", "redis+sentinel"):
         from .redis import RedisStore
 
-        return RedisStore(url, history=history, prefix=prefix, rooms=rooms)
+        return RedisStore(
+            url, history=history, prefix=prefix, rooms=rooms, pool=redis_pool,
+            replicas=redis_replicas,
+        )  # fmt: skip
     raise ValueError(
-        f"unknown store {url!r}: use memory://, sqlite:///path or redis://host:port/db"
+        f"unknown store {url!r}: use memory://, sqlite:///path, redis://host:port/db"
+        " or redis+sentinel://host:port,host:port/db/service"
     )
 
 

@@ -33,6 +33,15 @@ class StoreUnavailable(Exception):
     """The backend cannot be reached or refused to commit; callers answer 503."""
 
 
+class NotReplicated(StoreUnavailable):
+    """Committed on the Redis primary but not acknowledged by enough replicas in time:
+    answered 503 (a failover now could lose it), yet stored, so it is broadcast."""
+
+    def __init__(self, job: Job, message: str) -> None:
+        super().__init__(message)
+        self.job = job
+
+
 @dataclass(frozen=True)
 class RoomLimits:
     """What bounds chat state: rooms kept, presence records per room, life of an empty room."""

@@ -1,9 +1,14 @@
-"""redis://host:port/db — several processes share jobs, history, chat and presence.
+"""redis://host:port/db (or redis+sentinel://…) — several processes share jobs, history,
+chat and presence.
 
-An update is WATCH/MULTI/EXEC on the job's key: read, mutate in Python (the same rule
-as every store), write the job, its event, the indexes and the idempotent answer in one
-transaction, and retry when another process got there first. The seq therefore goes up
-by exactly one per accepted update, whichever process accepts it.
+An update is one round trip: the job's next state is computed in Python (the same rule
+as every store) from the state this process last saw, and one script checks that the
+stored seq is still the one it was computed from and writes the job, its event, the
+indexes and the idempotent answer at once. When another process got there first, the
+script answers the stored state instead and the update is computed again. Updates to
+one job that wait on this process go in the same script, in order: a hot job costs one
+round trip per batch, not one per update. The seq therefore goes up by exactly one per
+accepted update, whichever process accepts it.
 """
 
 from __future__ import annotations
@@ -18,16 +23,17 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
 from ..models import TERMINAL, Announcement, ChatMessage, Job, Member
+from ..redis_conn import redis_client
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
     KEEP_ANNOUNCEMENTS,
     ChatUsage,
     Mutation,
+    NotReplicated,
     RoomLimits,
     Store,
     StoredResponse,
@@ -41,10 +47,53 @@ NODE_TTL = 15  # seconds a node's presence records outlive its last heartbeat
 HEARTBEAT = 5.0
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 SWEEP_BATCH = 500
+MAX_BATCH = 64  # updates of one job in one script
+MAX_TRIES = 100  # scripts for one batch before the writers are told to try again
+KNOWN_JOBS = 10_000
+REPLICA_WAIT_MS = 1000
+
+# An update waiting to be written: its mutation, idempotency key and answer.
+Pending = tuple[Mutation, str | None, "asyncio.Future[Job]"]
 
 # Chat rooms: the sorted set `rooms` holds every room kept, scored +inf while someone is
 # in it and by its expiry (Redis clock) once empty, when its history key gets the same
 # expiry. The scripts keep the set, the members and the history key in step atomically.
+# KEYS: job, events, jobs index, the five status indexes (STATUSES order), then one
+# idempotency key per write ('' for none). ARGV: job id, expected seq (0: no job),
+# history kept, idempotency ttl, then per write: body, seq, score, status index (1-5),
+# idempotent answer. Returns {1} when written, {0, stored job or false} when the stored
+# seq is not the expected one.
+APPLY = """
+local stored = redis.call('GET', KEYS[1])
+local seq = 0
+local status = nil
+if stored then
+  local job = cjson.decode(stored)
+  seq, status = job.seq, job.status
+end
+if seq ~= tonumber(ARGV[2]) then return {0, stored} end
+local id, history, ttl = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
+local writes = (#ARGV - 4) / 5
+local score, body, last
+for i = 0, writes - 1 do
+  local at = 5 + i * 5
+  body, last, score = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
+  redis.call('ZADD', KEYS[2], last, body)
+  local key = KEYS[8 + i + 1]
+  if key ~= '' then redis.call('SET', key, ARGV[at + 4], 'EX', ttl) end
+  local now_status = tonumber(ARGV[at + 3])
+  if i == writes - 1 then
+    for s = 1, 5 do
+      if s ~= now_status then redis.call('ZREM', KEYS[3 + s], id) end
+    end
+    redis.call('ZADD', KEYS[3 + now_status], score, id)
+  end
+end
+redis.call('SET', KEYS[1], body)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', last - history)
+redis.call('ZADD', KEYS[3], score, id)
+return {1}
+"""
 NOW = """
 local function now()
   local t = redis.call('TIME')
@@ -133,16 +182,24 @@ class RedisStore(Store):
         history: int,
         prefix: str = "switchboard:",
         rooms: RoomLimits | None = None,
+        pool: tuple[int, float] = (50, 10.0),
+        replicas: int = 0,
     ) -> None:
         super().__init__(history=history, rooms=rooms)
         self.url = url
         self.prefix = prefix
         self.node = uuid.uuid4().hex[:12]
-        # redis-py's asyncio annotations are loose (bytes | str | ...): keep this one Any.
-        self.redis: Any = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2
-        )
+        self.replicas = replicas  # WAIT for this many replicas before an update is answered
+        size, timeout = pool
+        self.redis = redis_client(
+            url, pool_size=size, pool_timeout=timeout, decode_responses=True,
+            socket_timeout=5, socket_connect_timeout=2,
+        )  # fmt: skip
         self._heartbeat: asyncio.Task[None] | None = None
+        self._waiting: dict[str, list[Pending]] = {}  # job id -> updates not yet sent
+        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._known: dict[str, Job | None] = {}  # job id -> last state seen (oldest first)
+        self._apply = self.redis.register_script(APPLY)
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._post = self.redis.register_script(POST)
@@ -169,35 +226,105 @@ class RedisStore(Store):
     # -- jobs --------------------------------------------------------------
 
     async def apply(self, job_id: str, mutate: Mutation, idempotency_key: str | None = None) -> Job:
-        job_key, events_key = self.key("job", job_id), self.key("events", job_id)
-        async with _reachable(), self.redis.pipeline(transaction=True) as pipe:
-            for attempt in range(100):
+        done: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(job_id, []).append((mutate, idempotency_key, done))
+        if job_id not in self._writers:
+            self._writers[job_id] = asyncio.create_task(self._write(job_id))
+        return await done
+
+    async def _write(self, job_id: str) -> None:
+        """Commit what waits for one job, a batch per round trip, until nothing does."""
+        try:
+            while batch := self._waiting.pop(job_id, []):
                 try:
-                    await pipe.watch(job_key)
-                    raw = await pipe.get(job_key)
-                    current = cast(Job, json.loads(raw)) if raw else None
-                    job = mutate(current)  # may raise ApiError: nothing is written
-                    body = _dumps(job)
-                    pipe.multi()
-                    pipe.set(job_key, body)
-                    pipe.zadd(events_key, {body: job["seq"]})
-                    pipe.zremrangebyscore(events_key, "-inf", job["seq"] - self.history)
-                    pipe.zadd(self.key("jobs"), {job_id: _score(job["updated_at"])})
-                    if current is not None and current["status"] != job["status"]:
-                        pipe.zrem(self.key("status", current["status"]), job_id)
-                    pipe.zadd(
-                        self.key("status", job["status"]), {job_id: _score(job["updated_at"])}
-                    )
-                    if idempotency_key is not None:
-                        expires = time.time() + IDEMPOTENCY_TTL
-                        self._remember(pipe, idempotency_key, job_response(job), expires)
-                    await pipe.execute()
-                    return job
-                except WatchError:
-                    await asyncio.sleep(min(0.001 * attempt, 0.02))
-                finally:
-                    await pipe.reset()
+                    async with _reachable():
+                        await self._commit(job_id, batch[:MAX_BATCH])
+                except Exception as exc:  # StoreUnavailable, or a bug: every waiter hears
+                    self._known.pop(job_id, None)  # what is stored is unknown now
+                    for _, _, done in batch[:MAX_BATCH]:
+                        if not done.done():
+                            done.set_exception(exc)
+                if len(batch) > MAX_BATCH:
+                    self._waiting[job_id] = batch[MAX_BATCH:] + self._waiting.get(job_id, [])
+        finally:
+            del self._writers[job_id]
+
+    async def _commit(self, job_id: str, batch: list[Pending]) -> None:
+        keys = [self.key("job", job_id), self.key("events", job_id), self.key("jobs")]
+        keys += [self.key("status", status) for status in STATUSES]
+        if job_id in self._known:
+            current = self._known[job_id]
+        else:
+            raw = await self.redis.get(keys[0])
+            current = cast(Job, json.loads(raw)) if raw else None
+        for _ in range(MAX_TRIES):
+            state = current
+            writes: list[tuple[Job, str | None]] = []
+            answers: list[tuple[asyncio.Future[Job], Job | Exception]] = []
+            for mutate, idempotency_key, done in batch:
+                try:
+                    job = mutate(state)
+                except Exception as exc:  # an ApiError (409): nothing to write for it
+                    answers.append((done, exc))
+                    continue
+                state = job
+                writes.append((job, idempotency_key))
+                answers.append((done, job))
+            acknowledged = self.replicas
+            if writes:
+                keys[8:] = [self.key("idem", key) if key else "" for _, key in writes]
+                written = await self._run_apply(keys, self._apply_args(job_id, current, writes))
+                if written[0] != 1:  # another process wrote first: compute again from its state
+                    current = cast(Job, json.loads(written[1])) if written[1] else None
+                    self._known[job_id] = current
+                    continue
+                self._remember_job(job_id, state)
+                acknowledged = written[1]
+            for done, outcome in answers:
+                if done.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    done.set_exception(outcome)
+                elif acknowledged < self.replicas:  # committed, but a failover may lose it
+                    note = f"the update reached {acknowledged} of {self.replicas} replicas in time"
+                    done.set_exception(NotReplicated(outcome, note))
+                else:
+                    done.set_result(outcome)
+            return
         raise StoreUnavailable(f"job {job_id!r} is too contended, try again")
+
+    def _apply_args(
+        self, job_id: str, current: Job | None, writes: list[tuple[Job, str | None]]
+    ) -> list[Any]:
+        """APPLY's ARGV: the job, the seq it was computed from, then each write."""
+        args: list[Any] = [job_id, current["seq"] if current else 0, self.history]
+        args.append(int(IDEMPOTENCY_TTL))
+        for job, _ in writes:
+            answer = {"expires": time.time() + IDEMPOTENCY_TTL, "response": job_response(job)}
+            status = STATUSES.index(job["status"]) + 1
+            args += [_dumps(job), job["seq"], _score(job["updated_at"]), status, _dumps(answer)]
+        return args
+
+    async def _run_apply(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """The APPLY script, then WAIT for replicas on the same connection when asked.
+
+        Returns the script's answer; on success its second item is the replicas that
+        acknowledged (the asked number when none is asked)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            await self._apply(keys=keys, args=args, client=pipe)
+            if self.replicas:
+                pipe.wait(self.replicas, REPLICA_WAIT_MS)
+            answer, *acknowledged = await pipe.execute()
+        if answer[0] == 1:
+            return [1, acknowledged[0] if acknowledged else self.replicas]
+        return list(answer)
+
+    def _remember_job(self, job_id: str, job: Job | None) -> None:
+        """The state this process last committed or saw, to compute the next update from."""
+        self._known.pop(job_id, None)
+        self._known[job_id] = job
+        if len(self._known) > KNOWN_JOBS:
+            del self._known[next(iter(self._known))]
 
     async def get_job(self, job_id: str) -> Job | None:
         async with _reachable():
@@ -225,6 +352,7 @@ class RedisStore(Store):
             return await self._forget(job_id)
 
     async def _forget(self, job_id: str) -> bool:
+        self._known.pop(job_id, None)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.key("job", job_id), self.key("events", job_id))
             pipe.zrem(self.key("jobs"), job_id)
