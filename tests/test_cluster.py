@@ -9,12 +9,14 @@ checked: the exact list, not the set.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 import socketio
 from switchboard_client import AsyncAdmin
@@ -206,3 +208,31 @@ async def test_a_hot_job_takes_every_update(
             await admin.close()
     assert sorted(seqs) == list(range(1, 1001))
     assert [event["seq"] for event in events] == list(range(1, 1001))
+
+
+async def test_a_request_for_another_nodes_session_says_not_sticky(
+    spawn_server: Spawn, start_redis: Callable[[], RedisProcess]
+) -> None:
+    nodes = cluster(spawn_server, start_redis(), count=2)
+    async with httpx.AsyncClient(timeout=10) as http:
+        opened = await http.get(f"{nodes[0].url}/socket.io/?EIO=4&transport=polling")
+        sid = json.loads(opened.text[1:])["sid"]
+        for method in ("GET", "POST"):
+            wrong = await http.request(
+                method, f"{nodes[1].url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                content="40/job," if method == "POST" else None,
+            )  # fmt: skip
+            assert wrong.status_code == 400
+            error = wrong.json()["error"]
+            assert error["code"] == "not_sticky"
+            assert "hash $remote_addr consistent" in error["message"], error
+        gone = await http.get(f"{nodes[1].url}/socket.io/?EIO=4&transport=polling&sid=x{sid}")
+        assert gone.status_code == 400 and "not_sticky" not in gone.text  # no such node
+        ok = await http.post(
+            f"{nodes[0].url}/socket.io/?EIO=4&transport=polling&sid={sid}", content="40/job,"
+        )
+        assert ok.status_code == 200  # its own node still serves it
+        metrics = (await http.get(f"{nodes[1].url}/metrics")).text
+    assert 'switchboard_rejected_total{code="not_sticky"} 2.0' in metrics
+    log = nodes[1].log.read_text()
+    assert log.count("enable sticky sessions") == 1  # logged once a minute, not per request

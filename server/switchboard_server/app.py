@@ -34,6 +34,7 @@ from .ordering import job_order
 from .origins import ORIGINS, Origins
 from .redis_conn import SCHEMES
 from .settings import Settings
+from .sticky import Stickiness
 from .storage import RoomLimits, StoreUnavailable, open_store
 from .streams import MANAGER, NAMESPACES, PLAIN_SOCKETS, close_plain_websockets, plain_websocket
 
@@ -88,8 +89,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
         redis_pool=(settings.redis_pool_size, settings.redis_pool_timeout),
         redis_replicas=settings.redis_replicas,
     )
+    sio.eio.node = store.node
+    sticky = Stickiness(sio.eio.node, sio.eio.sockets.__contains__, store.node_alive)
+    app.middlewares.append(sticky.middleware)
     hub = Hub(store, sio, metrics, settings)
-    order = job_order(store, manager, settings.history)
+    order = job_order(store, manager, settings.history, metrics)
     manager.order = order
     manager.on_resubscribe = order.resync
     context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings, order=order)

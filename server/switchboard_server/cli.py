@@ -85,6 +85,17 @@ def serve(
     redis_prefix: Annotated[
         str | None, _opt("REDIS_PREFIX", "Key and channel prefix in Redis [default: switchboard:].")
     ] = None,
+    redis_pool_size: Annotated[
+        int | None, _opt("REDIS_POOL_SIZE", "Store connections to Redis [default: 50].")
+    ] = None,
+    redis_pool_timeout: Annotated[
+        float | None,
+        _opt("REDIS_POOL_TIMEOUT", "Seconds to wait for a free connection [default: 10]."),
+    ] = None,
+    redis_replicas: Annotated[
+        int | None,
+        _opt("REDIS_REPLICAS", "Replicas that must acknowledge an update (WAIT) [default: 0]."),
+    ] = None,
     admin_token: Annotated[
         str | None, _opt("ADMIN_TOKEN", "Admin token; random and printed once when unset.")
     ] = None,
@@ -407,6 +418,52 @@ async def _chat(room: str, name: str | None, url: str, token: str | None) -> Non
         while line := await loop.run_in_executor(None, sys.stdin.readline):
             if line.strip():
                 show(await client.send(room, line.rstrip("\n")))
+
+
+@app.command()
+def doctor(
+    url: Annotated[
+        str,
+        typer.Argument(
+            metavar="URL", envvar="SWITCHBOARD_URL", help="The deployment's URL (the proxy's)."
+        ),
+    ] = DEFAULT_URL,
+    node: Annotated[
+        list[str] | None,
+        typer.Option("--node", help="A node's own URL: its /readyz and clock (repeatable)."),
+    ] = None,
+    origin: Annotated[
+        list[str] | None,
+        typer.Option("--origin", help="A web page origin that must be let in (repeatable)."),
+    ] = None,
+    sessions: Annotated[int, typer.Option(help="Polling sessions for stickiness.")] = 20,
+    slow: Annotated[
+        bool, typer.Option("--slow", help="Hold an idle long-poll the full pingInterval.")
+    ] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds for each request.")] = 5.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check a deployment from outside; print what is wrong and how to fix it.
+
+    Health, stickiness, websocket upgrade, CORS, nodes, clocks, proxy timeouts.
+
+    Exit 0 when no check failed, 1 otherwise.
+    """
+    from .doctor import Options, normalize_url, print_report
+    from .doctor import run as run_doctor
+
+    try:
+        for given in [url, *(node or [])]:
+            normalize_url(given)
+    except ValueError as exc:
+        _fail(str(exc), code=2)
+    options = Options(url, node or [], origin or [], max(sessions, 1), slow=slow, timeout=timeout)
+    report = _run(run_doctor(options))
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        print_report(report, out)
+    raise typer.Exit(0 if report.ok else 1)
 
 
 CLIENT_FILES = ("switchboard.js", "switchboard.d.ts")

@@ -187,6 +187,10 @@ class EngineServer(engineio.AsyncServer):  # type: ignore[misc]
     # then go through the Engine.IO queues.
     direct_writes = True
     metrics: Metrics | None = None  # set by SwitchboardServer
+    node = ""  # this process's name in a cluster, the first part of every session id
+
+    def generate_id(self) -> str:
+        return self.node + str(super().generate_id())
 
     async def drop(self, sid: str) -> None:
         """End a session at once, without a goodbye packet (it would queue behind what

@@ -41,6 +41,12 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self.order_fills = Counter(
+            "switchboard_order_fills",
+            "Job events that arrived ahead of an earlier one (another node's, or after a"
+            " pub/sub reconnect): the gap was read from the store before delivering.",
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "switchboard_rejected",
             "Requests and socket events refused, by error code.",

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .hub import ALL_JOBS_ROOM, JOB_NS, job_room
+from .metrics import Metrics
 from .models import Job
 from .storage import Store, StoreUnavailable
 
@@ -36,8 +37,11 @@ TRIES = 50
 
 
 class JobOrder:
-    def __init__(self, current: Current, fetch: Fetch, deliver: Deliver) -> None:
+    def __init__(
+        self, current: Current, fetch: Fetch, deliver: Deliver, on_fill: Callable[[], None]
+    ) -> None:
         self._current = current
+        self._on_fill = on_fill
         self._fetch = fetch
         self._deliver = deliver
         self._next: dict[str, int] = {}  # watched job -> next seq to deliver
@@ -88,6 +92,7 @@ class JobOrder:
     def fill(self, job_id: str) -> None:
         """Read what is missing from the store and deliver it (in the background)."""
         if job_id in self._next and job_id not in self._filling:
+            self._on_fill()
             task = asyncio.create_task(self._fill(job_id), name=f"switchboard-fill-{job_id}")
             self._filling[job_id] = task
 
@@ -137,7 +142,7 @@ class JobOrder:
             self.fill(job_id)
 
 
-def job_order(store: Store, manager: LocalManager, history: int) -> JobOrder:
+def job_order(store: Store, manager: LocalManager, history: int, metrics: Metrics) -> JobOrder:
     """The JobOrder of one process: reads from `store`, delivers through `manager`."""
 
     async def current(job_id: str) -> int:
@@ -151,4 +156,4 @@ def job_order(store: Store, manager: LocalManager, history: int) -> JobOrder:
         rooms = [job_room(job["id"]), ALL_JOBS_ROOM]
         await manager.deliver("job:update", job, JOB_NS, rooms)
 
-    return JobOrder(current, fetch, deliver)
+    return JobOrder(current, fetch, deliver, metrics.order_fills.inc)

@@ -90,6 +90,13 @@ class Store(ABC):
     async def ping(self) -> None:
         """Raise StoreUnavailable when the backend is not reachable."""
 
+    # Shared stores name each process (a node) and know which are alive; one process
+    # alone ("") is the only node there is.
+    node = ""
+
+    async def node_alive(self, node: str) -> bool:
+        return node == self.node
+
     @abstractmethod
     async def apply(self, job_id: str, mutate: Mutation, idempotency_key: str | None = None) -> Job:
         """Atomically advance one job: read, mutate, write the job and its event, trim history.

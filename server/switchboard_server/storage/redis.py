@@ -502,6 +502,12 @@ class RedisStore(Store):
                     counts[kind] += await size(key)
         return {"rooms": len(names), "messages": counts["messages"], "members": counts["members"]}
 
+    async def node_alive(self, node: str) -> bool:
+        if node == self.node:
+            return True
+        async with _reachable():
+            return bool(await self.redis.exists(self.key("node", node)))
+
     async def _beat(self) -> None:
         while True:
             # While Redis is down readiness says so, and the next beat tries again.
