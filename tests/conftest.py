@@ -19,6 +19,7 @@ import httpx
 import pytest
 import socketio
 from aiohttp import web
+from playwright.async_api import Browser, async_playwright
 from switchboard_server import Settings, create_app
 
 ADMIN = "test-admin-token"
@@ -267,7 +268,7 @@ def spawn_server(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
             proc.wait(timeout=10)
 
 
-# -- external binaries: nginx, node -------------------------------------------------
+# -- external binaries: nginx, node, chromium ----------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -292,6 +293,21 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise AssertionError(f"nothing listens on {port}:\n{log.read_text()}")
         time.sleep(0.05)
+
+
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    chromium = require_binary("chromium")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
 
 
 @pytest.fixture

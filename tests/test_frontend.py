@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from aiohttp import web
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 from switchboard_server import __version__
 from switchboard_server.cli import write_client_package
 
@@ -38,7 +38,6 @@ from .conftest import (
     require_binary,
     switchboard_cmd,
 )
-from .test_browser import CHROMIUM_ARGS
 
 FRONTEND = ROOT / "tests" / "frontend"
 STATIC = ROOT / "server" / "switchboard_server" / "static"
@@ -120,15 +119,6 @@ async def build_app(
     imported = f'from "{server_url}/switchboard.js"' in (out / "app.js").read_text()
     assert imported == (mode == "url")  # else the module is inside the bundle
     return out
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    chromium = require_binary("chromium")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
 
 
 ServeStatic = Callable[[Path, int], Awaitable[str]]

@@ -2,6 +2,14 @@
 
 from .admin import UNSET, Admin, AsyncAdmin
 from .client import TERMINAL, SwitchboardClient
-from .errors import SwitchboardError
+from .errors import Cancelled, SwitchboardError
 
-__all__ = ["TERMINAL", "UNSET", "Admin", "AsyncAdmin", "SwitchboardClient", "SwitchboardError"]
+__all__ = [
+    "TERMINAL",
+    "UNSET",
+    "Admin",
+    "AsyncAdmin",
+    "Cancelled",
+    "SwitchboardClient",
+    "SwitchboardError",
+]

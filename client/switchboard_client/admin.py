@@ -15,10 +15,11 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
-from .errors import SwitchboardError
+from .errors import Cancelled, SwitchboardError
 
 DEFAULT_URL = "http://127.0.0.1:8001"
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 R = TypeVar("R")
 
 
@@ -37,6 +38,13 @@ class Call:
     json: Any = None
     params: dict[str, Any] | None = None
     pick: str | None = None  # answer with this field of the body
+    key: str | None = None  # Idempotency-Key to send; None: a fresh one for this call
+
+
+def _unless_cancelled(job: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    if job.get("cancel_requested") and update.get("status") not in TERMINAL_STATUSES:
+        raise Cancelled(job)
+    return job
 
 
 def _fields(**given: Any) -> dict[str, Any]:
@@ -64,7 +72,7 @@ def _attempts(
     call: Call, retries: int, backoff: float
 ) -> Iterator[tuple[dict[str, str], float | None]]:
     """(headers, delay before the next attempt or None for the last) for each attempt."""
-    headers = {"Idempotency-Key": str(uuid.uuid4())} if call.method == "POST" else {}
+    headers = {"Idempotency-Key": call.key or str(uuid.uuid4())} if call.method == "POST" else {}
     for attempt in range(retries):
         yield headers, min(backoff * 2**attempt, 5.0)
     yield headers, None
@@ -105,11 +113,12 @@ class _Api(Generic[R]):
         progress: float | None = UNSET,
         message: str | None = UNSET,
         data: dict[str, Any] = UNSET,
+        idempotency_key: str | None = None,
     ) -> R:
         body = _fields(
             id=job_id or UNSET, status=status, progress=progress, message=message, data=data
         )
-        return self._send(Call("POST", "/api/jobs", body))
+        return self._send(Call("POST", "/api/jobs", body, key=idempotency_key))
 
     def update_job(
         self,
@@ -119,9 +128,16 @@ class _Api(Generic[R]):
         progress: float | None = UNSET,
         message: str | None = UNSET,
         data: dict[str, Any] = UNSET,
+        idempotency_key: str | None = None,
     ) -> R:
+        """`idempotency_key`: reuse one key across your own re-sends of the same update."""
         body = _fields(status=status, progress=progress, message=message, data=data)
-        return self._send(Call("POST", f"/api/jobs/{job_id}/updates", body))
+        call = Call("POST", f"/api/jobs/{job_id}/updates", body, key=idempotency_key)
+        return self._send(call)
+
+    def cancel_job(self, job_id: str) -> R:
+        """Ask the job's worker to stop: the job gets `cancel_requested` and one event."""
+        return self._send(Call("POST", f"/api/jobs/{job_id}/cancel"))
 
     def get_job(self, job_id: str) -> R:
         return self._send(Call("GET", f"/api/jobs/{job_id}"))
@@ -148,9 +164,10 @@ class _Api(Generic[R]):
         name: str = UNSET,
         jobs: list[str] = UNSET,
         rooms: list[str] = UNSET,
+        cancel: list[str] = UNSET,
         ttl: int = UNSET,
     ) -> R:
-        body = _fields(sub=sub, name=name, jobs=jobs, rooms=rooms, ttl=ttl)
+        body = _fields(sub=sub, name=name, jobs=jobs, rooms=rooms, cancel=cancel, ttl=ttl)
         return self._send(Call("POST", "/api/tokens", body))
 
 
@@ -159,6 +176,13 @@ class AsyncAdmin(_Api[Awaitable[Any]]):
 
     _http: httpx.AsyncClient
     client_class = httpx.AsyncClient
+
+    async def report(self, job_id: str, **update: Any) -> dict[str, Any]:
+        """update_job() for workers: raises Cancelled once a cancel was asked for."""
+        return _unless_cancelled(await self.update_job(job_id, **update), update)
+
+    async def cancel_requested(self, job_id: str) -> bool:
+        return bool((await self.get_job(job_id)).get("cancel_requested"))
 
     async def __aenter__(self) -> AsyncAdmin:
         return self
@@ -188,6 +212,13 @@ class Admin(_Api[Any]):
 
     _http: httpx.Client
     client_class = httpx.Client
+
+    def report(self, job_id: str, **update: Any) -> dict[str, Any]:
+        """update_job() for workers: raises Cancelled once a cancel was asked for."""
+        return _unless_cancelled(self.update_job(job_id, **update), update)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return bool(self.get_job(job_id).get("cancel_requested"))
 
     def __enter__(self) -> Admin:
         return self

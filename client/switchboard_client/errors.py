@@ -1,4 +1,9 @@
-"""The one error the client raises: the server's code and message, or a transport failure."""
+"""The client's errors: the server's code and message (or a transport failure), and a
+worker's signal to stop."""
+
+from __future__ import annotations
+
+from typing import Any
 
 
 class SwitchboardError(Exception):
@@ -7,3 +12,13 @@ class SwitchboardError(Exception):
         self.status = status  # HTTP status; 0 when the server could not be reached
         self.code = code
         self.message = message
+
+
+class Cancelled(Exception):
+    """Someone asked to cancel the job a worker reports on (`job["cancel_requested"]`
+    says who and when): stop, then report `status="cancelled"`."""
+
+    def __init__(self, job: dict[str, Any]) -> None:
+        request = job.get("cancel_requested") or {}
+        super().__init__(f"job {job.get('id')!r}: cancel requested by {request.get('by')}")
+        self.job = job

@@ -29,6 +29,7 @@ class Identity:
     name: str | None
     jobs: tuple[str, ...] = ALL  # anonymous clients and the admin token: everything
     rooms: tuple[str, ...] = ALL
+    cancel: tuple[str, ...] = ()  # jobs it may ask to cancel: the admin token, all
 
     def may_watch(self, job_id: str) -> bool:
         return any(fnmatchcase(job_id, pattern) for pattern in self.jobs)
@@ -39,6 +40,12 @@ class Identity:
 
     def may_join(self, room: str) -> bool:
         return any(fnmatchcase(room, pattern) for pattern in self.rooms)
+
+    def may_cancel(self, job_id: str) -> bool:
+        return any(fnmatchcase(job_id, pattern) for pattern in self.cancel)
+
+    def grants(self) -> dict[str, list[str]]:
+        return {"jobs": list(self.jobs), "rooms": list(self.rooms), "cancel": list(self.cancel)}
 
 
 class Auth:
@@ -80,13 +87,13 @@ class Auth:
         fields = auth if isinstance(auth, dict) else {}
         name = fields.get("name")
         name = name if isinstance(name, str) and 0 < len(name) <= 64 else None
+        token = fields.get("token")
+        if isinstance(token, str) and token and self.is_admin(token):
+            return Identity(sub="admin", name=name or "admin", cancel=ALL)
         if self.client_secret is None:
             return Identity(sub=None, name=name)
-        token = fields.get("token")
         if not isinstance(token, str) or not token:
             raise Unauthorized("no token")
-        if self.is_admin(token):
-            return Identity(sub="admin", name=name or "admin")
         return self.decode(token)
 
     def decode(self, token: str) -> Identity:
@@ -109,6 +116,7 @@ class Auth:
             name=name,
             jobs=_patterns(claims.get("jobs")),
             rooms=_patterns(claims.get("rooms")),
+            cancel=_patterns(claims.get("cancel")),
         )
 
     def mint(
@@ -118,6 +126,7 @@ class Auth:
         name: str | None = None,
         jobs: list[str] | None = None,
         rooms: list[str] | None = None,
+        cancel: list[str] | None = None,
         ttl: int = 3600,
     ) -> tuple[str, str]:
         """A signed client token and its expiry (RFC 3339)."""
@@ -125,7 +134,7 @@ class Auth:
             raise ValueError("no client secret is set")
         expires = int(time.time()) + ttl
         claims: dict[str, object] = {"sub": sub, "exp": expires, "iat": int(time.time())}
-        for key, value in (("name", name), ("jobs", jobs), ("rooms", rooms)):
+        for key, value in (("name", name), ("jobs", jobs), ("rooms", rooms), ("cancel", cancel)):
             if value is not None:
                 claims[key] = value
         token = jwt.encode(claims, self.client_secret, algorithm=ALGORITHM)

@@ -358,6 +358,18 @@ def announce(
 
 
 @app.command()
+def cancel(
+    job: Annotated[str, typer.Argument(help="The job's id.")],
+    url: Url = DEFAULT_URL,
+    admin_token: AdminToken = None,
+) -> None:
+    """Ask a job's worker to stop; the worker's final update says `cancelled`."""
+    with Admin(url, admin_token) as admin:
+        result = _call(lambda: admin.cancel_job(job))
+    out.print_json(data=result)
+
+
+@app.command()
 def token(
     sub: Annotated[str, typer.Argument(help="Whom the token is for (the JWT sub).")],
     name: Annotated[str | None, typer.Option(help="Display name in chat.")] = None,
@@ -369,17 +381,18 @@ def token(
         list[str] | None,
         typer.Option("--room", help="Room glob it may join (repeatable; none: no room)."),
     ] = None,
+    cancel: Annotated[
+        list[str] | None,
+        typer.Option("--cancel", help="Job id glob it may cancel (repeatable; none: no job)."),
+    ] = None,
     ttl: Annotated[int, typer.Option(help="Seconds until it expires.")] = 3600,
     url: Url = DEFAULT_URL,
     admin_token: AdminToken = None,
 ) -> None:
     """Mint a client token (the server needs a client secret)."""
+    grants = {"jobs": job or UNSET, "rooms": room or UNSET, "cancel": cancel or UNSET}
     with Admin(url, admin_token) as admin:
-        result = _call(
-            lambda: admin.mint_token(
-                sub, name=name or UNSET, jobs=job or UNSET, rooms=room or UNSET, ttl=ttl
-            )
-        )
+        result = _call(lambda: admin.mint_token(sub, name=name or UNSET, ttl=ttl, **grants))
     print(result["token"])
     err.print(f"expires at {result['expires_at']}")
 

@@ -239,6 +239,12 @@ async def _write(
     return job
 
 
+@routes.post("/api/jobs/{job_id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    """Ask the job's worker to stop (the admin may cancel any job)."""
+    return respond(await request.app[HUB].cancel_job(path_job_id(request), by="admin"))
+
+
 @routes.get("/api/jobs/{job_id}")
 async def get_job(request: web.Request) -> web.Response:
     job_id = path_job_id(request)
@@ -301,6 +307,11 @@ async def mint_token(request: web.Request) -> web.Response:
     if auth.client_secret is None:
         raise ApiError(400, "no_client_secret", "set SWITCHBOARD_CLIENT_SECRET to mint tokens")
     token, expires_at = auth.mint(
-        payload.sub, name=payload.name, jobs=payload.jobs, rooms=payload.rooms, ttl=payload.ttl
+        payload.sub,
+        name=payload.name,
+        jobs=payload.jobs,
+        rooms=payload.rooms,
+        cancel=payload.cancel,
+        ttl=payload.ttl,
     )
     return respond({"token": token, "expires_at": expires_at}, 201)

@@ -14,6 +14,7 @@ from typing import Any
 from .errors import unavailable
 from .metrics import Metrics
 from .models import (
+    TERMINAL,
     Announcement,
     AnnouncementIn,
     ChatMessage,
@@ -23,10 +24,11 @@ from .models import (
     apply_change,
     new_id,
     now_iso,
+    request_cancel,
 )
 from .settings import Settings
 from .storage import NotReplicated, RoomLimitReached, Store, StoredResponse, StoreUnavailable
-from .storage.base import IDEMPOTENCY_TTL
+from .storage.base import IDEMPOTENCY_TTL, Mutation
 
 log = logging.getLogger("switchboard.hub")
 
@@ -81,8 +83,19 @@ class Hub:
         idempotency_key: str | None = None,
     ) -> Job:
         """Apply one update; returns the committed state. The broadcast follows."""
-        accepted = time.perf_counter()
         mutate = partial(apply_change, job_id, change=change, create=create)
+        return await self._commit(job_id, mutate, idempotency_key)
+
+    async def cancel_job(self, job_id: str, by: str) -> Job:
+        """Ask the job's worker to stop: an event with `cancel_requested`, status as it was.
+        Asking again changes nothing; a finished job answers 409."""
+        job = await self.store.get_job(job_id)
+        if job is not None and job.get("cancel_requested") and job["status"] not in TERMINAL:
+            return job
+        return await self._commit(job_id, partial(request_cancel, job_id, by=by), None)
+
+    async def _commit(self, job_id: str, mutate: Mutation, idempotency_key: str | None) -> Job:
+        accepted = time.perf_counter()
         try:
             job = await self.store.apply(job_id, mutate, idempotency_key)
         except NotReplicated as exc:

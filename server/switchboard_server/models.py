@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, NotRequired, Self
 
 from pydantic import (
     BaseModel,
@@ -35,6 +35,11 @@ Glob = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 
+class CancelRequest(TypedDict):
+    by: str  # the token's sub, or "admin"
+    at: str
+
+
 class Job(TypedDict):
     """A job's full state; every event is one of these, with its `seq`."""
 
@@ -46,6 +51,8 @@ class Job(TypedDict):
     seq: int
     created_at: str
     updated_at: str
+    # Someone asked the worker to stop; the worker's final `cancelled` update ends the job.
+    cancel_requested: NotRequired[CancelRequest | None]
 
 
 class Member(TypedDict):
@@ -174,6 +181,21 @@ def apply_change(job_id: str, current: Job | None, change: JobChange, *, create:
         "seq": base["seq"] + 1,
         "created_at": base["created_at"],
         "updated_at": now,
+        "cancel_requested": base.get("cancel_requested"),
+    }
+
+
+def request_cancel(job_id: str, current: Job | None, *, by: str) -> Job:
+    """The job's state once a cancel is asked for: one event, status unchanged."""
+    if current is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    if current["status"] in TERMINAL:
+        raise ApiError(409, "job_finished", f"job {job_id!r} is {current['status']}")
+    return {
+        **current,
+        "seq": current["seq"] + 1,
+        "updated_at": now_iso(),
+        "cancel_requested": {"by": by, "at": now_iso()},
     }
 
 
@@ -188,6 +210,7 @@ class TokenIn(Payload):
     name: Annotated[str, StringConstraints(max_length=64)] | None = None
     jobs: Annotated[list[Glob], Field(max_length=100)] | None = None
     rooms: Annotated[list[Glob], Field(max_length=100)] | None = None
+    cancel: Annotated[list[Glob], Field(max_length=100)] | None = None
     ttl: int = Field(3600, ge=1, le=366 * 24 * 3600)
 
 
@@ -198,6 +221,14 @@ class SubscribeIn(Payload):
 
 class UnsubscribeIn(Payload):
     job_id: str
+
+
+class CancelIn(Payload):
+    job_id: str
+
+
+class WhoAmIIn(Payload):
+    pass
 
 
 class RoomIn(Payload):

@@ -144,6 +144,13 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {"200": job, "201": job, **_errors("409")},
                 },
             },
+            "/api/jobs/{job_id}/cancel": {
+                "post": {
+                    "summary": "Ask the job's worker to stop (sets cancel_requested, one event)",
+                    "parameters": [JOB_ID],
+                    "responses": {"200": job, **_errors("404", "409")},
+                },
+            },
             "/api/jobs/{job_id}/events": {
                 "get": {
                     "summary": "Kept events with seq > since, oldest first",

@@ -29,6 +29,8 @@ KEEPALIVE = 15.0
 OPS = {
     "subscribe": (JOB_NS, "subscribe"),
     "unsubscribe": (JOB_NS, "unsubscribe"),
+    "cancel": (JOB_NS, "cancel"),
+    "whoami": (JOB_NS, "whoami"),
     "join": (INFO_NS, "join"),
     "leave": (INFO_NS, "leave"),
     "message": (INFO_NS, "message"),

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 from ..errors import forbidden
 from ..hub import ALL_JOBS_ROOM, job_room
-from ..models import Payload, SubscribeIn, UnsubscribeIn, check_job_id
+from ..models import CancelIn, Payload, SubscribeIn, UnsubscribeIn, WhoAmIIn, check_job_id
 from .base import BaseNamespace, Connection
 
 RECENT_JOBS = 100
@@ -16,6 +16,8 @@ class JobNamespace(BaseNamespace):
     events: ClassVar[dict[str, tuple[type[Payload], str]]] = {
         "subscribe": (SubscribeIn, "subscribe"),
         "unsubscribe": (UnsubscribeIn, "unsubscribe"),
+        "cancel": (CancelIn, "cancel"),
+        "whoami": (WhoAmIIn, "whoami"),
     }
 
     async def subscribe(self, sid: str, conn: Connection, payload: SubscribeIn) -> dict[str, Any]:
@@ -32,6 +34,17 @@ class JobNamespace(BaseNamespace):
         await self._join(sid, conn, job_room(job_id))
         job, missed, reset = await self.ctx.hub.catch_up(job_id, payload.since)
         return {"job": job, "missed": missed, "reset": reset}
+
+    async def cancel(self, sid: str, conn: Connection, payload: CancelIn) -> dict[str, Any]:
+        job_id = check_job_id(payload.job_id, allow_all=False)
+        if not conn.identity.may_cancel(job_id):
+            raise forbidden(f"your token does not grant cancelling job {job_id!r}")
+        by = conn.identity.sub or conn.member["id"]
+        return {"job": await self.ctx.hub.cancel_job(job_id, by=by)}
+
+    async def whoami(self, sid: str, conn: Connection, payload: WhoAmIIn) -> dict[str, Any]:
+        """Who this connection is and what it may do, e.g. to show a Cancel button."""
+        return {"sub": conn.identity.sub, "name": conn.identity.name, **conn.identity.grants()}
 
     async def unsubscribe(
         self, sid: str, conn: Connection, payload: UnsubscribeIn

@@ -2,7 +2,8 @@
 // announcements, and the connection with its transport. Text is only ever set
 // through textContent, so job messages and announcements cannot inject markup.
 import {
-  configure, onAnnouncement, onConnection, recentAnnouncements, watchAllJobs, watchJob,
+  cancelJob, configure, granted, onAnnouncement, onConnection, recentAnnouncements, watchAllJobs,
+  watchJob, whoami,
 } from "/switchboard.js";
 
 const params = new URLSearchParams(location.search);
@@ -41,13 +42,26 @@ function render(entry) {
   const time = element.querySelector(".age");
   time.dateTime = job.updated_at;
   time.textContent = age(job.updated_at);
+  const cancel = element.querySelector(".cancel");
+  const finished = ["succeeded", "failed", "cancelled"].includes(job.status);
+  cancel.hidden = finished || !granted(cancelGrants, job.id);
+  cancel.disabled = Boolean(job.cancel_requested);
+  cancel.textContent = job.cancel_requested ? "Cancelling…" : "Cancel";
 }
+
+let cancelGrants = []; // job globs this connection may cancel (see whoami)
 
 function upsert(job) {
   let entry = jobs.get(job.id);
   if (!entry) {
     const element = $("job-template").content.firstElementChild.cloneNode(true);
     element.addEventListener("click", () => showLog(job.id));
+    element.querySelector(".cancel").addEventListener("click", (event) => {
+      event.stopPropagation();
+      cancelJob(job.id).then(upsert, (error) => {
+        element.querySelector(".message").textContent = `cancel refused: ${error.message}`;
+      });
+    });
     element.addEventListener("keydown", (e) => e.key === "Enter" && showLog(job.id));
     entry = { job, element };
     jobs.set(job.id, entry);
@@ -104,6 +118,12 @@ onConnection(({ connected, transport, error }) => {
   pill.dataset.state = connected ? "connected" : "disconnected";
   pill.dataset.transport = transport ?? "";
   pill.textContent = connected ? `connected · ${transport}` : error ? `disconnected · ${error}` : "disconnected · reconnecting…";
+  if (connected) {
+    whoami().then((me) => {
+      cancelGrants = me.cancel;
+      jobs.forEach(render);
+    }, () => {});
+  }
 });
 watchAllJobs(upsert);
 onAnnouncement((a) => announce(a));

@@ -16,6 +16,8 @@ export interface Job {
   /** RFC 3339 UTC, e.g. "2024-05-01T12:00:00.000Z". */
   created_at: string;
   updated_at: string;
+  /** Someone asked the worker to stop; its final update will say "cancelled". */
+  cancel_requested?: { by: string; at: string } | null;
 }
 
 /** One event of a job: its state right after that update. */
@@ -33,6 +35,7 @@ export type ErrorCode =
   | "rate_limited"
   | "payload_too_large"
   | "unavailable"
+  | "job_finished"
   | "internal"
   | (string & {});
 
@@ -105,6 +108,23 @@ export declare function watchAllJobs(
   onJob: (job: Job) => void,
   options?: { onError?: (error: SwitchboardError) => void },
 ): () => void;
+
+/** Ask a job's worker to stop; resolves to the job with `cancel_requested` set. */
+export declare function cancelJob(jobId: string): Promise<Job>;
+
+/** Who this app's connection is, and its grants (glob lists). */
+export interface WhoAmI {
+  sub: string | null;
+  name: string | null;
+  jobs: string[];
+  rooms: string[];
+  cancel: string[];
+}
+
+export declare function whoami(): Promise<WhoAmI>;
+
+/** Whether a grant list (globs with * and ?) covers a job id or room name. */
+export declare function granted(patterns: string[], name: string): boolean;
 
 export interface Member {
   id: string;

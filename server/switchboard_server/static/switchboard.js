@@ -106,6 +106,28 @@ export function watchJob(jobId, onEvent, { since = null, onError } = {}) {
 }
 
 /**
+ * Ask a job's worker to stop. Resolves to the job, now with `cancel_requested`; the
+ * worker's final update says `cancelled`. Needs a token whose `cancel` grant covers it.
+ */
+export async function cancelJob(jobId) {
+  return (await call("/job", "cancel", { job_id: jobId })).job;
+}
+
+/** Who this app's connection is and what it may do: { sub, name, jobs, rooms, cancel }. */
+export async function whoami() {
+  const { ok, ...me } = await call("/job", "whoami", {});
+  return me;
+}
+
+/** Whether a grant list (globs with * and ?) covers a job id or room. */
+export function granted(patterns, name) {
+  return patterns.some((pattern) => {
+    const escaped = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&");
+    return new RegExp(`^${escaped.replaceAll("*", ".*").replaceAll("?", ".")}$`).test(name);
+  });
+}
+
+/**
  * Every job's latest state: the recent jobs at each (re)connect, then every event.
  * Calls onJob(job) only with states newer than the last one seen for that job.
  */
