@@ -10,8 +10,9 @@ The checks:
 - health: `/healthz` and `/readyz` of the URL (503 from `/readyz`: the store or the
   message queue is unreachable).
 - stickiness: many Engine.IO long-polling sessions, each making several requests with
-  its `sid`; a request answered 400 "Invalid session" (python-engineio) or "Session ID
-  unknown" (Node) reached a node that does not hold the session.
+  its `sid`; a request answered 400 `not_sticky` (Switchboard nodes on Redis), "Invalid
+  session" (python-engineio) or "Session ID unknown" (Node) reached a node that does
+  not hold the session.
 - websocket: a polling session upgraded to websocket through the proxy (`2probe`,
   `3probe`, `5`), as socket.io-client does it.
 - cors: an Engine.IO handshake carrying `Origin:` for each `--origin`.
