@@ -310,12 +310,18 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
+ConfigEdit = Callable[[str], str]
+
+
 @pytest.fixture
-def start_nginx(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
-    """Start a real nginx with the shipped config in front of the given nodes; returns its URL."""
+def start_nginx(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Start a real nginx with the shipped config in front of the given nodes; returns its URL.
+
+    `start(nodes, *edits)`: each edit rewrites the rendered nginx.conf (a misconfigured
+    proxy, for the tests that diagnose one)."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def start(nodes: list[str]) -> str:
+    def start(nodes: list[str], *edits: ConfigEdit) -> str:
         binary = require_binary("nginx")
         port = free_port()
         directory = tmp_path / f"nginx-{port}"
@@ -324,10 +330,15 @@ def start_nginx(tmp_path: Path) -> Iterator[Callable[[list[str]], str]]:
              *[arg for node in nodes for arg in ("--node", node)], "--standalone", str(directory)],
             check=True, capture_output=True,
         )  # fmt: skip
+        conf = directory / "nginx.conf"
+        text = conf.read_text()
+        for edit in edits:
+            text = edit(text)
+        conf.write_text(text)
         log = directory / "nginx.out"
         with log.open("wb") as sink:
             proc = subprocess.Popen(
-                [binary, "-p", str(directory), "-c", str(directory / "nginx.conf")],
+                [binary, "-p", str(directory), "-c", str(conf)],
                 stdout=sink,
                 stderr=subprocess.STDOUT,
             )

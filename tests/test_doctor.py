@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from email.utils import formatdate
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,13 +15,10 @@ import pytest
 from switchboard_server import doctor
 
 from .conftest import (
-    ROOT,
     RedisProcess,
     ServerProcess,
     free_port,
-    require_binary,
     switchboard_cmd,
-    wait_for_port,
 )
 
 Spawn = Callable[..., ServerProcess]
@@ -71,44 +66,6 @@ def replacing(old: str, new: str) -> Edit:
         return text.replace(old, new)
 
     return edit
-
-
-@pytest.fixture
-def start_edited_nginx(tmp_path: Path) -> Iterator[StartEdited]:
-    """Real nginx with the shipped config rendered by nginx/render.py, then edited."""
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(nodes: list[str], *edits: Edit) -> str:
-        binary = require_binary("nginx")
-        port = free_port()
-        directory = tmp_path / f"nginx-edited-{port}"
-        subprocess.run(
-            [sys.executable, str(ROOT / "nginx" / "render.py"), "--listen", f"127.0.0.1:{port}",
-             *[arg for node in nodes for arg in ("--node", node)], "--standalone", str(directory)],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        conf = directory / "nginx.conf"
-        text = conf.read_text()
-        for edit in edits:
-            text = edit(text)
-        conf.write_text(text)
-        log = directory / "nginx.out"
-        with log.open("wb") as sink:
-            proc = subprocess.Popen(
-                [binary, "-p", str(directory), "-c", str(conf)], stdout=sink, stderr=sink
-            )
-        procs.append(proc)
-        wait_for_port(port, proc, log)
-        return f"http://127.0.0.1:{port}"
-
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def redis_cluster(spawn: Spawn, redis: RedisProcess) -> list[ServerProcess]:
@@ -170,10 +127,10 @@ def test_shipped_nginx_in_front_of_a_redis_cluster_passes(
 
 
 def test_round_robin_nginx_is_named_not_sticky(
-    spawn_server: Spawn, start_redis: Callable[[], RedisProcess], start_edited_nginx: StartEdited
+    spawn_server: Spawn, start_redis: Callable[[], RedisProcess], start_nginx: StartEdited
 ) -> None:
     nodes = redis_cluster(spawn_server, start_redis())
-    edge = start_edited_nginx(hostports(nodes), without(STICKY_LINE))
+    edge = start_nginx(hostports(nodes), without(STICKY_LINE))
 
     code, stdout = run_doctor(edge, *node_args(nodes), "--json")
     assert code == 1, stdout
@@ -237,10 +194,10 @@ def test_direct_node_then_its_redis_goes_away(
 
 
 def test_nginx_that_cuts_long_polls_and_drops_upgrade_headers(
-    spawn_server: Spawn, start_edited_nginx: StartEdited
+    spawn_server: Spawn, start_nginx: StartEdited
 ) -> None:
     node = spawn_server("--store", "memory://", "--ping-interval", "4", "--ping-timeout", "2")
-    edge = start_edited_nginx(
+    edge = start_nginx(
         hostports([node]),
         replacing("proxy_read_timeout 75s;", "proxy_read_timeout 1s;"),
         without("proxy_set_header Upgrade $http_upgrade;",
