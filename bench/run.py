@@ -16,9 +16,21 @@ clients. Sections:
 - idle: --idle-clients websocket clients connect and stay --hold seconds;
 - durable: --updates HTTP updates, --concurrency at a time, each answered only once
   committed: SQLite and Redis stores beside the memory store and the Node reference
-  (which stores nothing).
+  (which stores nothing);
+- hotjob: the same, but every update to ONE job (the hot row), --hot-updates at each of
+  --hot-concurrency in flight, SQLite / Redis (appendfsync always) / memory, one node:
+  updates/s, refused answers (must be 0), answer p50/p99;
+- scaleout: 1, 2, 3 `serve --store redis://` nodes on one redis-server (appendfsync
+  everysec), --scaleout-clients websocket subscribers spread evenly over the nodes and
+  over --scaleout-jobs jobs, updates POSTed through every node: deliveries/s, updates/s,
+  publish-to-delivery p50/p99, CPU-seconds per 1,000 deliveries of each node (from
+  /proc/PID/stat), order fills (switchboard_order_fills_total, summed over the nodes),
+  beside one memory-store node; and the price of ordering, below saturation: a steady
+  load (two updates per job at once, --order-rate times a second) POSTed through one node
+  (no fills) and through all of them (they race: fills), publish-to-delivery p50/p99.
 
-Prints Markdown and writes it to --out. Needs node (and redis-server for the Redis row).
+Prints Markdown and writes it to --out. Needs node (and redis-server for the Redis rows and
+the scale-out section).
 """
 
 from __future__ import annotations
@@ -28,12 +40,14 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,12 +57,21 @@ HERE = Path(__file__).resolve().parent
 NODE_REF = HERE / "node_ref"
 TOKEN = "bench-admin-token"
 SERVERS = ("switchboard", "node")
+FAULTS = "deliveries missing / clients dropped / out of seq order (all runs)"
+SECTIONS = ("fanout", "rate", "flood", "memory", "idle", "durable", "hotjob", "scaleout")
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (all held open together while they are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
 
 
 def wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
@@ -82,27 +105,59 @@ class Server:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time so far, from /proc/PID/stat (Linux)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+    def counters(self) -> dict[str, float]:
+        """This node's job:update deliveries and order fills so far, from /metrics."""
+        found = {"deliveries": 0.0, "fills": 0.0}
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as page:
+            for line in page.read().decode().splitlines():
+                name, _, value = line.rpartition(" ")
+                if name.startswith("switchboard_deliveries_total{") and "job:update" in name:
+                    found["deliveries"] += float(value)
+                elif name == "switchboard_order_fills_total":
+                    found["fills"] += float(value)
+        return found
+
 
 @contextlib.contextmanager
 def serving(kind: str, store: str = "memory://") -> Iterator[Server]:
-    port = free_port()
-    if kind == "node":
-        command = ["node", str(NODE_REF / "server.mjs"), str(port)]
-    else:
-        command = [sys.executable, "-m", "switchboard_server", "serve", "--store", store,
-                   "--port", str(port), "--log-level", "warning"]  # fmt: skip
-    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": TOKEN}
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for(port, proc)
-        yield Server(f"http://127.0.0.1:{port}", proc.pid)
-    finally:
-        stop(proc)
+    with cluster(kind, store, 1) as servers:
+        yield servers[0]
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[str | None]:
-    """A private redis-server that fsyncs every write, or None when it is not installed."""
+def cluster(kind: str, store: str, count: int) -> Iterator[list[Server]]:
+    """`count` servers sharing `store`, started together (their stderr kept, for errors)."""
+    env = {**os.environ, "SWITCHBOARD_ADMIN_TOKEN": TOKEN}
+    started: list[tuple[int, subprocess.Popen[bytes], Any]] = []
+    with contextlib.ExitStack() as stack:
+        for port in free_ports(count):
+            if kind == "node":
+                command = ["node", str(NODE_REF / "server.mjs"), str(port)]
+            else:
+                command = [sys.executable, "-m", "switchboard_server", "serve", "--store", store,
+                           "--port", str(port), "--log-level", "warning"]  # fmt: skip
+            log = stack.enter_context(tempfile.TemporaryFile())
+            proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
+            stack.callback(stop, proc)
+            started.append((port, proc, log))
+        for port, proc, log in started:
+            try:
+                wait_for(port, proc)
+            except SystemExit as exc:
+                log.seek(0)
+                raise SystemExit(f"{exc}: {log.read().decode(errors='replace')}") from None
+        yield [Server(f"http://127.0.0.1:{port}", proc.pid) for port, proc, _ in started]
+
+
+@contextlib.contextmanager
+def redis_server(fsync: str = "always") -> Iterator[Server | None]:
+    """A private redis-server with an append-only file fsynced `fsync` (always: every
+    write; everysec: once a second), or None when redis-server is not installed."""
     if shutil.which("redis-server") is None:
         yield None
         return
@@ -110,24 +165,27 @@ def redis_server() -> Iterator[str | None]:
     with tempfile.TemporaryDirectory() as data:
         proc = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", data],
+             "--appendonly", "yes", "--appendfsync", fsync, "--dir", data],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         try:
             wait_for(port, proc)
-            yield f"redis://127.0.0.1:{port}/0"
+            yield Server(f"redis://127.0.0.1:{port}/0", proc.pid)
         finally:
             stop(proc)
 
 
-def node(script: str, *args: object, timeout: float = 600) -> dict[str, Any]:
+def node(script: str, *args: object, timeout: float = 600, check: bool = True) -> dict[str, Any]:
+    """Run a Node tool; its last line of output, as JSON. With check=False a failing exit
+    still returns that line (the caller reports what failed, e.g. refused updates)."""
     done = subprocess.run(
         ["node", str(NODE_REF / script), *map(str, args)],
         capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
-    if done.returncode != 0:
+    lines = done.stdout.strip().splitlines()
+    if (done.returncode != 0 and check) or not lines:
         raise SystemExit(f"{script} {args}: {done.stdout}{done.stderr}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return dict(json.loads(lines[-1]))
 
 
 def median(runs: list[dict[str, Any]], key: str) -> float:
@@ -247,7 +305,7 @@ def durable(updates: int, concurrency: int, jobs: int, repeat: int) -> str:
     rows = []
     with redis_server() as redis, tempfile.TemporaryDirectory() as tmp:
         variants = [("switchboard", "SQLite", f"sqlite:///{tmp}/bench.db"),
-                    ("switchboard", "Redis (appendfsync always)", redis),
+                    ("switchboard", "Redis (appendfsync always)", redis and redis.url),
                     ("switchboard", "memory (not durable)", "memory://"),
                     ("node", "Node reference (stores nothing)", "")]  # fmt: skip
         figures: dict[str, dict[str, float]] = {}
@@ -271,6 +329,166 @@ def durable(updates: int, concurrency: int, jobs: int, repeat: int) -> str:
     return table(title, head, rows)
 
 
+def hotjob(updates: int, concurrencies: list[int], repeat: int) -> str:
+    """Every update to ONE job: the store serialises them (SQLite's group commit, Redis's
+    batches of one job's updates in one script), so this is the hot-row case."""
+    stores = ["SQLite", "Redis (appendfsync always)", "memory (not durable)"]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    with redis_server("always") as redis, tempfile.TemporaryDirectory() as tmp:
+        urls = {"SQLite": f"sqlite:///{tmp}/hot.db", "Redis (appendfsync always)":
+                redis and redis.url, "memory (not durable)": "memory://"}  # fmt: skip
+        for _ in range(repeat):
+            for concurrency in concurrencies:
+                for name in stores:  # alternately, so noise hits every store
+                    store = urls[name]
+                    if store is None:
+                        continue
+                    with serving("switchboard", store) as server:
+                        found = node("publish.mjs", server.url, TOKEN, updates, concurrency, 1,
+                                     check=False)  # fmt: skip
+                    runs.setdefault((name, concurrency), []).append(found)
+    rows: list[list[object]] = []
+    for concurrency in concurrencies:
+        memory = runs.get(("memory (not durable)", concurrency))
+        reference = median(memory, "updates_per_s") if memory else 0
+        for name in stores:
+            found = runs.get((name, concurrency))
+            if not found:
+                rows.append([name, concurrency, "redis-server not installed", "", "", ""])
+                continue
+            rate = median(found, "updates_per_s")
+            latency = f"{median(found, 'p50_ms'):.1f} / {median(found, 'p99_ms'):.1f}"
+            rows.append([name, concurrency, f"{rate:,.0f}", ratio(rate, reference),
+                         sum(r["refused"] for r in found), latency])  # fmt: skip
+    head = ["store", "in flight", "updates/s", "ratio to memory", "refused (all runs)",
+            "answer p50 / p99 ms"]  # fmt: skip
+    title = (f"Hot job: {updates} updates over HTTP to ONE job, one node, median of "
+             f"{repeat}")  # fmt: skip
+    return table(title, head, rows)
+
+
+def stepped_load(servers: list[Server], redis: Server | None, *args: object) -> dict[str, Any]:
+    """load.mjs with STEP=1: the servers' CPU time and counters are read once every
+    subscriber is in and again once every delivery arrived, so connecting is not counted."""
+
+    def sample() -> tuple[list[tuple[float, dict[str, float]]], float, float]:
+        nodes = [(server.cpu_seconds(), server.counters()) for server in servers]
+        return nodes, redis.cpu_seconds() if redis else 0.0, client.cpu_seconds()
+
+    command = ["node", str(NODE_REF / "load.mjs"), *map(str, args)]
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(command, env={**os.environ, "STEP": "1"}, stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=errors, text=True)  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        client = Server("", proc.pid)
+        result = ""
+        try:
+            if proc.stdout.readline():  # {"ready": true}: every subscriber is in
+                before = sample()
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+                result = proc.stdout.readline()
+                after = sample()
+                proc.stdin.close()
+                proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                stop(proc)
+        errors.seek(0)
+        if not result:
+            raise SystemExit(f"load.mjs {args}: {errors.read()}")
+        found = dict(json.loads(result))  # lost deliveries are reported, not fatal
+    found["cpu_per_1000"], found["fills"] = [], 0.0
+    for (cpu_start, start), (cpu_end, end) in zip(before[0], after[0], strict=True):
+        delivered = end["deliveries"] - start["deliveries"]
+        found["cpu_per_1000"].append(1000 * (cpu_end - cpu_start) / max(delivered, 1))
+        found["fills"] += end["fills"] - start["fills"]
+    found["redis_cpu_s"] = after[1] - before[1]
+    found["client_cpu_s"] = after[2] - before[2]
+    return found
+
+
+def scaleout(nodes: list[int], clients: int, jobs: int, updates: int, concurrency: int,
+             order_updates: int, order_rate: float, repeat: int) -> str:  # fmt: skip
+    """Redis-backed nodes side by side: subscribers spread evenly over them, publishers
+    POSTing through all of them, beside one memory-store node. Then the price of ordering,
+    below saturation (so queueing does not hide it): the same steady load POSTed through
+    one node (every node gets each job's events in order) and through all (they race)."""
+    if shutil.which("redis-server") is None:
+        return table("Scale-out", ["nodes"], [["redis-server not installed"]])
+    burst = (clients, updates, TOKEN, 0, jobs, concurrency)
+    # Two updates per job at once, through two different nodes when publishing through all.
+    steady = (clients, order_updates, TOKEN, order_rate, jobs, 2 * jobs)
+    runs: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
+    for r in range(repeat):
+        with cluster("switchboard", "memory://", 1) as one:
+            found = stepped_load(one, None, one[0].url, *burst)
+            runs.setdefault(("memory", 1, "burst"), []).append(found)
+        for count in nodes:  # a fresh Redis and fresh nodes for each size
+            with contextlib.ExitStack() as stack:
+                redis = stack.enter_context(redis_server("everysec"))
+                assert redis is not None
+                servers = stack.enter_context(cluster("switchboard", redis.url, count))
+                urls = ",".join(s.url for s in servers)
+                found = stepped_load(servers, redis, urls, *burst)
+                runs.setdefault(("redis", count, "burst"), []).append(found)
+                if count < 2:
+                    continue
+                cases = [("all", urls), ("one", servers[0].url)]
+                for case, via in cases if r % 2 == 0 else cases[::-1]:  # first in turn
+                    found = stepped_load(servers, redis, urls, *steady, via)
+                    runs.setdefault(("redis", count, case), []).append(found)
+
+    def latency(found: list[dict[str, Any]]) -> str:
+        return f"{median(found, 'p50_ms'):.1f} / {median(found, 'p99_ms'):.1f}"
+
+    def faults(found: list[dict[str, Any]]) -> str:
+        return " / ".join(str(sum(r[key] for r in found))
+                          for key in ("missing", "dropped", "out_of_order"))  # fmt: skip
+
+    reference = median(runs[("memory", 1, "burst")], "deliveries_per_s")
+    rows: list[list[object]] = []
+    for (store, count, case), found in runs.items():
+        if case != "burst":
+            continue
+        rate = median(found, "deliveries_per_s")
+        cpu = " / ".join(f"{statistics.median(r['cpu_per_1000'][i] for r in found):.3f}"
+                         for i in range(count))  # fmt: skip
+        redis_cpu = "-" if store == "memory" else f"{median(found, 'redis_cpu_s'):.2f}"
+        client_cpu = f"{median(found, 'client_cpu_s'):.2f} / {median(found, 'seconds'):.2f}"
+        fills, refused = f"{median(found, 'fills'):,.0f}", sum(r["refused"] for r in found)
+        name = "memory (not shared)" if store == "memory" else "Redis"
+        rows.append([name, count, f"{rate:,.0f}", ratio(rate, reference),
+                     f"{median(found, 'updates_per_s'):,.0f}", latency(found), cpu, redis_cpu,
+                     client_cpu, fills, refused, faults(found)])  # fmt: skip
+    head = ["store", "nodes", "deliveries/s", "ratio to memory", "updates/s",
+            "publish→deliver p50 / p99 ms", "CPU s per 1,000 deliveries, each node",
+            "Redis CPU s", "load client CPU s / wall s", "order fills",
+            "refused (all runs)", FAULTS]  # fmt: skip
+    title = (f"Scale-out: {clients} websocket subscribers spread evenly over the nodes and "
+             f"over {jobs} jobs, {updates} updates POSTed {concurrency} at a time through "
+             f"every node, Redis appendfsync everysec, median of {repeat}")  # fmt: skip
+    report = table(title, head, rows)
+
+    rows = []
+    for count in nodes:
+        if count < 2:
+            continue
+        one = runs[("redis", count, "one")]
+        for case, label in (("one", "node 1 only"), ("all", f"all {count} nodes")):
+            found = runs[("redis", count, case)]
+            rows.append([count, label, f"{median(found, 'fills'):,.0f}", latency(found),
+                         ratio(median(found, "p99_ms"), median(one, "p99_ms")),
+                         sum(r["refused"] for r in found), faults(found)])  # fmt: skip
+    head = ["nodes", "updates POSTed through", "order fills", "publish→deliver p50 / p99 ms",
+            "p99 / node-1-only p99", "refused (all runs)", FAULTS]  # fmt: skip
+    title = (f"Ordering cost: {order_updates} updates, {2 * jobs} at once (two per job) "
+             f"{order_rate:g} times a second, same subscribers, POSTed through one node "
+             f"(each node gets each job's events in order) or through all (they race and "
+             f"gaps are read from the store), median of {repeat}")  # fmt: skip
+    return report + "\n" + table(title, head, rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
@@ -284,10 +502,24 @@ def main() -> int:
     parser.add_argument("--updates", type=int, default=5000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=16)
-    parser.add_argument("--only", nargs="+", default=["fanout", "rate", "flood", "memory",
-                                                      "idle", "durable"])  # fmt: skip
+    parser.add_argument("--hot-updates", type=int, default=1000)
+    parser.add_argument("--hot-concurrency", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--scaleout-nodes", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--scaleout-clients", type=int, default=600)
+    parser.add_argument("--scaleout-jobs", type=int, default=6)
+    parser.add_argument("--scaleout-updates", type=int, default=1200)
+    parser.add_argument("--scaleout-concurrency", type=int, default=64)
+    parser.add_argument("--order-updates", type=int, default=480)
+    parser.add_argument("--order-rate", type=float, default=20.0,
+                        help="bursts/s of two updates per job, ordering-cost table")  # fmt: skip
+    # The default run takes about 9 minutes on 2 CPUs: hotjob under a minute (27 loads of
+    # 1,000 updates, each on a fresh server), scaleout about 2 minutes (three repeats of
+    # eight loads of 600 subscribers on fresh Redis and nodes for each cluster size).
+    parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.md")
     args = parser.parse_args()
+    # Killed (a test's timeout, Ctrl-C): stop every server and Redis this run started.
+    signal.signal(signal.SIGTERM, lambda signum, _: sys.exit(128 + signum))
 
     sections = {
         "fanout": lambda: fanout(args.clients, args.events, args.repeat),
@@ -296,6 +528,17 @@ def main() -> int:
         "memory": lambda: memory_table(args.memory_clients),
         "idle": lambda: idle_table(args.idle_clients, args.hold),
         "durable": lambda: durable(args.updates, args.concurrency, args.jobs, args.repeat),
+        "hotjob": lambda: hotjob(args.hot_updates, args.hot_concurrency, args.repeat),
+        "scaleout": lambda: scaleout(
+            args.scaleout_nodes,
+            args.scaleout_clients,
+            args.scaleout_jobs,
+            args.scaleout_updates,
+            args.scaleout_concurrency,
+            args.order_updates,
+            args.order_rate,
+            args.repeat,
+        ),
     }
     header = (f"Switchboard (Python) beside Node socket.io 4.8, same machine, same run "
               f"({os.cpu_count()} CPUs); clients: the official socket.io-client over "

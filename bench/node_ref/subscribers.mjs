@@ -1,4 +1,5 @@
-// N websocket clients of /job, connected 250 at a time, client i subscribed to jobFor(i).
+// N websocket clients of /job, connected 250 at a time, client i subscribed to jobFor(i)
+// on url, or on url(i) when url is a function (clients spread over several servers).
 // setup(socket) adds listeners before it connects. Resolves to { sockets, errors }.
 import { io } from "socket.io-client";
 
@@ -6,7 +7,8 @@ export async function subscribers(url, count, jobFor, setup = () => {}) {
   const sockets = [];
   const errors = [];
   const open = (i) => new Promise((resolve) => {
-    const socket = io(`${url}/job`, { transports: ["websocket"], reconnection: false, forceNew: true });
+    const base = typeof url === "function" ? url(i) : url;
+    const socket = io(`${base}/job`, { transports: ["websocket"], reconnection: false, forceNew: true });
     setup(socket);
     socket.on("connect_error", (err) => { errors.push(String(err)); resolve(); });
     socket.on("connect", async () => {
