@@ -18,7 +18,14 @@ class Cancelled(Exception):
     """Someone asked to cancel the job a worker reports on (`job["cancel_requested"]`
     says who and when): stop, then report `status="cancelled"`."""
 
-    def __init__(self, job: dict[str, Any]) -> None:
+    def __init__(self, job: dict[str, Any] | str) -> None:
+        if isinstance(job, str):  # rebuilt from its message (Celery's JSON results do that)
+            super().__init__(job)
+            self.job: dict[str, Any] = {}
+            return
         request = job.get("cancel_requested") or {}
         super().__init__(f"job {job.get('id')!r}: cancel requested by {request.get('by')}")
         self.job = job
+
+    def __reduce__(self) -> tuple[type[Cancelled], tuple[dict[str, Any]]]:
+        return Cancelled, (self.job,)  # pickles (task queues store results that way)
