@@ -433,6 +433,14 @@ def live_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert server.proc.wait(timeout=15) == 0  # it survived everything and shut down cleanly
 
 
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each store's URL in turn (Redis: the shared server; keep apart by key prefix)."""
+    if request.param == "redis":
+        return str(request.getfixturevalue("shared_redis").url)
+    return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/store.db"}[request.param]
+
+
 @pytest.fixture(scope="session")
 def shared_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     """One redis-server for tests that keep apart by key prefix."""

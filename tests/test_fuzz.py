@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 KNOWN_EVENTS = ["subscribe", "unsubscribe", "join", "leave", "message", "recent"]
 RESERVED = ["connect", "disconnect", "connect_error", "error"]
-FIELDS = ["job_id", "since", "room", "text", "limit", "op", "ref"]
+FIELDS = ["job_id", "since", "log_since", "room", "text", "limit", "op", "ref"]
 # `make soak` raises the count; the default keeps `make test` quick.
 EXAMPLES = int(os.environ.get("SWITCHBOARD_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))

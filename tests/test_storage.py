@@ -23,13 +23,6 @@ from switchboard_server.storage import Store, open_store
 from switchboard_server.storage.base import CHAT_HISTORY
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "redis":
-        return str(request.getfixturevalue("shared_redis").url)
-    return {"memory": "memory://", "sqlite": f"sqlite:///{tmp_path}/store.db"}[request.param]
-
-
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
     backend = open_store(store_url, history=5, prefix=f"test-{new_id()}:")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -134,6 +134,22 @@ class _Api(Generic[R]):
         body = _fields(status=status, progress=progress, message=message, data=data)
         call = Call("POST", f"/api/jobs/{job_id}/updates", body, key=idempotency_key)
         return self._send(call)
+
+    def log(
+        self,
+        job_id: str,
+        lines: str | Iterable[str | dict[str, str]],
+        stream: str = "stdout",
+        *,
+        idempotency_key: str | None = None,
+    ) -> R:
+        """Append log lines to a job (it must exist; a finished one takes late lines): one
+        text, or many (texts, or {"text", "stream"} dicts), at most 1,000 per call.
+        Answers {"job_id", "offsets"}."""
+        given = [lines] if isinstance(lines, str) else lines
+        entries = [{"text": t, "stream": stream} if isinstance(t, str) else t for t in given]
+        body = {"lines": entries}
+        return self._send(Call("POST", f"/api/jobs/{job_id}/logs", body, key=idempotency_key))
 
     def cancel_job(self, job_id: str) -> R:
         """Ask the job's worker to stop: the job gets `cancel_requested` and one event."""

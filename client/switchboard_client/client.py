@@ -27,59 +27,119 @@ CALL_TIMEOUT = 10.0
 
 
 class _Watch:
-    """One job's stream: takes events in seq order exactly once, resyncs on any gap."""
+    """One job's stream: takes events in seq order exactly once, and with `logs` its log
+    lines in offset order exactly once (in batches); resyncs on any gap."""
 
-    def __init__(self, client: SwitchboardClient, job_id: str) -> None:
+    def __init__(self, client: SwitchboardClient, job_id: str, logs: bool = False) -> None:
         self.client = client
         self.job_id = job_id
+        self.logs = logs
         self.last: int | None = None
+        self.offset: int | None = 0  # the last line taken; None after a reset: take what comes
         self.queue: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        self.early: list[Event] = []  # live events that arrived while a subscribe was in flight
+        self.early: list[tuple[str, Event]] = []  # what arrived while a subscribe was in flight
         self.syncing = False
+        self.idle = asyncio.Event()
+        self.idle.set()
 
-    def offer(self, event: Event) -> None:
+    def offer(self, kind: str, body: Event) -> None:
+        if kind == "job:log" and not self.logs:
+            return
         if self.syncing:
-            self.early.append(event)
+            self.early.append((kind, body))
         else:
-            self._accept(event)
+            self._accept(kind, body)
 
-    def _accept(self, event: Event) -> None:
+    def _accept(self, kind: str, body: Event) -> None:
+        if kind == "job:log":
+            self._take_lines(body["lines"])
+        else:
+            self._take_event(body)
+
+    def _take_event(self, event: Event) -> None:
         seq = event["seq"]
         if self.last is not None and seq <= self.last:
             return  # seen already
         if self.last is not None and seq > self.last + 1:
-            self.early.append(event)  # a gap: fetch what is missing, then replay this
-            self.client._spawn(self.sync())
+            self._gap("job:update", event)
             return
         self.last = seq
         self.queue.put_nowait(event)
 
+    def _take_lines(self, lines: list[Event]) -> None:
+        fresh = [line for line in lines if self.offset is None or line["offset"] > self.offset]
+        if not fresh:
+            return  # seen already
+        batch = {"job_id": self.job_id, "lines": fresh}
+        if self.offset is not None and fresh[0]["offset"] > self.offset + 1:
+            self._gap("job:log", batch)
+            return
+        self.offset = fresh[-1]["offset"]
+        self.queue.put_nowait(batch)
+
+    def _gap(self, kind: str, body: Event) -> None:
+        self.early.append((kind, body))  # fetch what is missing, then replay this
+        self.client._spawn(self.sync())
+
     async def sync(self) -> None:
-        """(Re)subscribe with `since` = the last seq taken, and take what was missed."""
+        """(Re)subscribe from the last seq (and offset) taken, and take what was missed."""
         if self.syncing:
             return
         self.syncing = True
+        self.idle.clear()
         try:
-            ack = await self.client._call(
-                JOB, "subscribe", {"job_id": self.job_id, "since": self.last}
-            )
+            more: bool | None = True
+            while more:  # a page of log lines at a time
+                more = await self._subscribe()
+        finally:
+            self.syncing = False
+            self.idle.set()
+        if more is None:
+            return  # the next (re)connect resyncs
+        early, self.early = sorted(self.early, key=_numbered), []
+        for kind, body in early:
+            self._accept(kind, body)
+
+    async def _subscribe(self) -> bool | None:
+        """One subscribe: True when more kept lines follow, None when it failed."""
+        payload: Event = {"job_id": self.job_id, "since": self.last}
+        if self.logs:
+            payload["log_since"] = self.offset
+        try:
+            ack = await self.client._call(JOB, "subscribe", payload)
         except SwitchboardError as exc:
             if exc.code in ("forbidden", "invalid_payload", "not_found"):
                 self.queue.put_nowait(exc)
-            self.syncing = False
-            return  # transient: the next (re)connect resyncs
+            return None  # transient: the next (re)connect resyncs
         if ack["reset"]:
             self.last = None
         for event in ack["missed"]:
-            self._accept(event)
+            self._take_event(event)
         job = ack["job"]
         if job is not None and (self.last is None or job["seq"] > self.last):
             self.last = job["seq"]
             self.queue.put_nowait(job)
-        self.syncing = False
-        early, self.early = sorted(self.early, key=lambda e: e["seq"]), []
-        for event in early:
-            self._accept(event)
+        if not self.logs:
+            return False
+        if ack["logs_reset"]:
+            self.offset = None
+        self._take_lines(ack["logs"])
+        if self.offset is None:
+            self.offset = ack["log_offset"]
+        return bool(ack["logs"]) and self.offset < ack["log_offset"]
+
+    async def settle(self) -> None:
+        """Take the lines stored so far that are still on their way."""
+        while True:
+            await self.idle.wait()
+            if not self.syncing:
+                await self.sync()
+                return
+
+
+def _numbered(item: tuple[str, Event]) -> tuple[str, int]:
+    kind, body = item
+    return kind, body["lines"][0]["offset"] if kind == "job:log" else body["seq"]
 
 
 class SwitchboardClient:
@@ -110,6 +170,7 @@ class SwitchboardClient:
         for namespace in (JOB, INFO):
             self.sio.on("connect_error", self._on_refused, namespace=namespace)
         self.sio.on("job:update", self._on_job_update, namespace=JOB)
+        self.sio.on("job:log", self._on_job_log, namespace=JOB)
         for event in ("message", "announcement", "presence", "error"):
             self.sio.on(event, self._dispatcher(event), namespace=INFO)
 
@@ -150,12 +211,15 @@ class SwitchboardClient:
 
     # -- /job ----------------------------------------------------------------
 
-    async def watch(self, job_id: str) -> AsyncIterator[Event]:
+    async def watch(self, job_id: str, *, logs: bool = False) -> AsyncIterator[Event]:
         """Every event of a job from its current state on, in order, once each.
 
-        Survives reconnects (resuming by seq) and ends after a terminal event.
+        With `logs`, also the job's log lines from the first one kept, as batches
+        {"job_id", "lines": [{"offset", "stream", "text", "ts"}, …]} in offset order, each
+        line once. Survives reconnects (resuming by seq and offset) and ends after a
+        terminal event (with `logs`, after the lines stored before it).
         """
-        watch = _Watch(self, job_id)
+        watch = _Watch(self, job_id, logs)
         self._watches.setdefault(job_id, set()).add(watch)
         try:
             await watch.sync()
@@ -163,8 +227,15 @@ class SwitchboardClient:
                 item = await watch.queue.get()
                 if isinstance(item, BaseException):
                     raise item
+                ended = item.get("status") in TERMINAL
+                if ended and logs:
+                    await watch.settle()
+                    while not watch.queue.empty():
+                        late = watch.queue.get_nowait()
+                        if not isinstance(late, BaseException) and "lines" in late:
+                            yield late
                 yield item
-                if item["status"] in TERMINAL:
+                if ended:
                     return
         finally:
             self._watches[job_id].discard(watch)
@@ -186,8 +257,13 @@ class SwitchboardClient:
 
     async def _on_job_update(self, event: Event) -> None:
         for watch in self._watches.get(event.get("id", ""), ()):
-            watch.offer(event)
+            watch.offer("job:update", event)
         self._fire("job:update", event)
+
+    async def _on_job_log(self, batch: Event) -> None:
+        for watch in self._watches.get(batch.get("job_id", ""), ()):
+            watch.offer("job:log", batch)
+        self._fire("job:log", batch)
 
     # -- /info ---------------------------------------------------------------
 
@@ -206,7 +282,8 @@ class SwitchboardClient:
         return (await self._call(INFO, "recent", {"limit": limit}))["announcements"]  # type: ignore[no-any-return]
 
     def on(self, event: str, handler: Callable[[Event], Any]) -> None:
-        """Call `handler(body)` for "message", "announcement", "presence", "job:update", "error"."""
+        """Call `handler(body)` for "message", "announcement", "presence", "job:update",
+        "job:log", "error"."""
         self._handlers.setdefault(event, []).append(handler)
 
     async def stream(self, event: str) -> AsyncIterator[Event]:

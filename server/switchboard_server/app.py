@@ -35,7 +35,7 @@ from .origins import ORIGINS, Origins
 from .redis_conn import SCHEMES
 from .settings import Settings
 from .sticky import Stickiness
-from .storage import RoomLimits, StoreUnavailable, open_store
+from .storage import LogLimits, RoomLimits, StoreUnavailable, open_store
 from .streams import MANAGER, NAMESPACES, PLAIN_SOCKETS, close_plain_websockets, plain_websocket
 
 log = logging.getLogger("switchboard")
@@ -88,6 +88,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
         rooms=rooms,
         redis_pool=(settings.redis_pool_size, settings.redis_pool_timeout),
         redis_replicas=settings.redis_replicas,
+        logs=LogLimits(settings.log_lines, settings.log_bytes),
     )
     sio.eio.node = store.node
     sticky = Stickiness(sio.eio.node, sio.eio.sockets.__contains__, store.node_alive)

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 from rich.table import Table
+from rich.text import Text
 from switchboard_client import UNSET, Admin, SwitchboardClient, SwitchboardError
 
 from . import __version__
@@ -108,6 +109,12 @@ def serve(
     ping_interval: Annotated[float | None, _opt("PING_INTERVAL", "Seconds [default: 25].")] = None,
     ping_timeout: Annotated[float | None, _opt("PING_TIMEOUT", "Seconds [default: 20].")] = None,
     history: Annotated[int | None, _opt("HISTORY", "Events kept per job [default: 1000].")] = None,
+    log_lines: Annotated[
+        int | None, _opt("LOG_LINES", "Log lines kept per job [default: 10000].")
+    ] = None,
+    log_bytes: Annotated[
+        int | None, _opt("LOG_BYTES", "Bytes of log text kept per job [default: 4194304, 4 MiB].")
+    ] = None,
     retention: Annotated[
         float | None, _opt("RETENTION", "Seconds to keep finished jobs [default: 7 days].")
     ] = None,
@@ -253,17 +260,26 @@ def watch(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print each event as a JSON line.")
     ] = False,
+    logs: Annotated[
+        bool,
+        typer.Option("--logs", help="Print the job's log lines too (with --json: each batch)."),
+    ] = False,
 ) -> None:
     """Follow a job live until it ends. Exit 0 when it succeeded, 1 failed, 3 cancelled."""
     transports = [transport] if transport else None
-    final = _run(_watch(job, url, token, transports, as_json))
+    final = _run(_watch(job, url, token, transports, as_json, logs))
     if final == "succeeded":
         raise typer.Exit(0)
     raise typer.Exit(EXIT_CANCELLED if final == "cancelled" else EXIT_FAILED)
 
 
 async def _watch(
-    job: str, url: str, token: str | None, transports: list[str] | None, as_json: bool
+    job: str,
+    url: str,
+    token: str | None,
+    transports: list[str] | None,
+    as_json: bool,
+    logs: bool = False,
 ) -> str:
     columns = (
         SpinnerColumn(),
@@ -273,13 +289,18 @@ async def _watch(
         TextColumn("{task.fields[status]} {task.fields[message]}"),
     )
     status = "unknown"
-    with Progress(*columns, console=err, disable=as_json) as bar:
+    # Log lines go to stdout as they are (see _print_lines), so stdout is not redirected.
+    with Progress(*columns, console=err, disable=as_json, redirect_stdout=False) as bar:
         task = bar.add_task(job, total=None, status="waiting", message="")
         async with SwitchboardClient(url, token=token, transports=transports) as client:
-            async for event in client.watch(job):
-                status = event["status"]
+            async for event in client.watch(job, logs=logs):
                 if as_json:
                     print(json.dumps(event), flush=True)
+                if "lines" in event:
+                    if not as_json:
+                        _print_lines(event["lines"], bar.console)
+                    continue
+                status = event["status"]
                 progress = event["progress"]
                 if status == "succeeded" and progress is None:
                     progress = 100
@@ -293,6 +314,18 @@ async def _watch(
     if not as_json:
         err.print(f"{job}: {status}")
     return status
+
+
+def _print_lines(lines: list[dict[str, Any]], live: Console) -> None:
+    """Log lines to stdout as they are; on a terminal with colours but no other escape
+    sequence, and above the live bar when that is on the same terminal."""
+    if not out.is_terminal:
+        sys.stdout.write("".join(line["text"] + "\n" for line in lines))
+        sys.stdout.flush()
+        return
+    console = live if live.is_terminal else out
+    for line in lines:
+        console.print(Text.from_ansi(line["text"]), soft_wrap=True)
 
 
 @app.command()

@@ -17,9 +17,18 @@ from .auth import Auth
 from .errors import ApiError, invalid_payload, not_found, unavailable
 from .hub import Hub
 from .metrics import Metrics
-from .models import AnnouncementIn, JobCreate, JobUpdate, Status, TokenIn, check_job_id, new_id
+from .models import (
+    AnnouncementIn,
+    JobCreate,
+    JobUpdate,
+    LogsIn,
+    Status,
+    TokenIn,
+    check_job_id,
+    new_id,
+)
 from .openapi import build_openapi
-from .storage import StoreUnavailable
+from .storage import StoreUnavailable, log_response
 
 log = logging.getLogger("switchboard.http")
 
@@ -38,7 +47,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 PUBLIC_ROUTES = {"job-stream", "openapi"}  # the stream checks tokens itself
 # POSTs that replay their first answer for a repeated Idempotency-Key. Minting a token is
 # not one of them: a token is never stored, and a second one does no harm.
-IDEMPOTENT_ROUTES = {"create-job", "update-job", "announce"}
+IDEMPOTENT_ROUTES = {"create-job", "update-job", "append-logs", "announce"}
 HTTP_CODES = {
     400: "invalid_payload",
     401: "unauthorized",
@@ -233,10 +242,26 @@ async def update_job(request: web.Request) -> web.Response:
 async def _write(
     request: web.Request, job_id: str, payload: JobCreate | JobUpdate, *, create: bool
 ) -> Any:
+    key = _key_for_the_store(request)
+    return await request.app[HUB].write_job(job_id, payload, create=create, idempotency_key=key)
+
+
+def _key_for_the_store(request: web.Request) -> str | None:
+    """The Idempotency-Key, for a write that commits its answer in the same transaction
+    (so the middleware does not store it again)."""
     key = request.get(IDEMPOTENCY_KEY)
-    job = await request.app[HUB].write_job(job_id, payload, create=create, idempotency_key=key)
     request[IDEMPOTENCY_STORED] = key is not None
-    return job
+    return key
+
+
+@routes.post("/api/jobs/{job_id}/logs", name="append-logs")
+async def append_logs(request: web.Request) -> web.Response:
+    """Append log lines to a job (finished or not): 201 with their offsets."""
+    job_id = path_job_id(request)
+    payload = LogsIn.parse(await read_json(request))
+    lines = await request.app[HUB].append_logs(job_id, payload, _key_for_the_store(request))
+    answer = log_response(job_id, lines)
+    return respond(answer["body"], answer["status"])
 
 
 @routes.post("/api/jobs/{job_id}/cancel")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from .errors import unavailable
 from .metrics import Metrics
@@ -20,6 +20,10 @@ from .models import (
     ChatMessage,
     Job,
     JobChange,
+    LogBatch,
+    LogEntry,
+    LogLine,
+    LogsIn,
     Member,
     apply_change,
     new_id,
@@ -44,8 +48,25 @@ def job_room(job_id: str) -> str:
     return f"job:{job_id}"
 
 
+def log_room(job_id: str) -> str:
+    """Where a job's `job:log` batches go: subscribers that asked for its lines."""
+    return f"log:{job_id}"
+
+
+def is_log_room(room: str) -> bool:
+    return room.startswith("log:")
+
+
 def chat_room(room: str) -> str:
     return f"room:{room}"
+
+
+class LogCatchUp(TypedDict):
+    """What a subscribe with `log_since` adds to its ack."""
+
+    logs: list[LogLine]  # a page of kept lines with offset > log_since
+    logs_reset: bool  # lines after log_since were dropped before these
+    log_offset: int  # the job's last offset: more pages follow while beyond the last line
 
 
 class Hub:
@@ -99,8 +120,9 @@ class Hub:
         try:
             job = await self.store.apply(job_id, mutate, idempotency_key)
         except NotReplicated as exc:
-            log.error("update of %s seq %d is not replicated: %s", job_id, exc.job["seq"], exc)
-            self._outbox.put_nowait((exc.job, accepted))
+            job = cast(Job, exc.committed)
+            log.error("update of %s seq %d is not replicated: %s", job_id, job["seq"], exc)
+            self._outbox.put_nowait((job, accepted))
             raise unavailable(f"{exc}; retry with the same Idempotency-Key") from None
         except StoreUnavailable as exc:
             log.error("store refused an update of %s: %s", job_id, exc)
@@ -162,6 +184,41 @@ class Hub:
         events = await self.store.events_after(job_id, since, limit or self.settings.history)
         reset = not events or events[0]["seq"] != since + 1
         return job, events, reset
+
+    # -- log lines -------------------------------------------------------------
+
+    async def append_logs(
+        self, job_id: str, payload: LogsIn, idempotency_key: str | None = None
+    ) -> list[LogLine]:
+        """Store the lines in one write, then send them to the job's log subscribers."""
+        ts = now_iso()
+        entries: list[LogEntry] = [
+            {"stream": line.stream, "text": line.text, "ts": ts} for line in payload.lines
+        ]
+        try:
+            lines = await self.store.append_logs(job_id, entries, idempotency_key)
+        except NotReplicated as exc:
+            log.error("log lines of %s are not replicated: %s", job_id, exc)
+            await self._emit_logs(job_id, exc.committed)
+            raise unavailable(f"{exc}; retry with the same Idempotency-Key") from None
+        await self._emit_logs(job_id, lines)
+        return lines
+
+    async def _emit_logs(self, job_id: str, lines: list[LogLine]) -> None:
+        batch: LogBatch = {"job_id": job_id, "lines": lines}
+        await self._emit(JOB_NS, "job:log", batch, log_room(job_id))
+
+    async def catch_up_logs(self, job_id: str, since: int | None) -> LogCatchUp:
+        """Like catch_up, for log lines: none for since=None (from now on)."""
+        if since is None:
+            head = await self.store.log_head(job_id)
+            return {"logs": [], "logs_reset": False, "log_offset": head}
+        lines, head = await self.store.log_page(job_id, since)
+        if not lines and since > head:  # numbered anew (deleted, created again): from the start
+            lines, head = await self.store.log_page(job_id, 0)
+            return {"logs": lines, "logs_reset": True, "log_offset": head}
+        reset = bool(lines) and lines[0]["offset"] != since + 1
+        return {"logs": lines, "logs_reset": reset, "log_offset": head}
 
     # -- /info -------------------------------------------------------------
 

@@ -29,7 +29,7 @@ log = logging.getLogger("switchboard.manager")
 IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
 
 Message = tuple[str, Any]  # (event, body)
-ORDERED = (JOB_NS, "job:update")
+ORDERED = {(JOB_NS, "job:update"), (JOB_NS, "job:log")}
 
 
 class Tap:
@@ -82,8 +82,8 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         **kwargs: Any,
     ) -> None:
         """Every emit meant for this process's clients, its own and other processes'."""
-        if self.order is not None and (namespace, event) == ORDERED and callback is None:
-            await self.order.offer(data)  # it calls deliver() in seq order
+        if self.order is not None and (namespace, event) in ORDERED and callback is None:
+            await self.order.offer(event, data)  # it calls deliver() in seq / offset order
             return
         await self.deliver(event, data, namespace, to or room, skip_sid, callback, **kwargs)
 

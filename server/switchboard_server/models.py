@@ -23,6 +23,8 @@ from .errors import ApiError, from_validation, invalid_payload
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 MAX_DATA_BYTES = 64 * 1024
 MAX_DATA_DEPTH = 32  # nested objects and arrays in `data`
+MAX_LOG_TEXT = 8 * 1024  # bytes of UTF-8 in one log line
+MAX_LOG_LINES = 1000  # log lines in one request (whose body is at most 1 MiB)
 
 JobId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=NAME_PATTERN)]
 RoomName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME_PATTERN)]
@@ -31,6 +33,7 @@ Level = Literal["info", "warning", "critical"]
 Progress = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+LogStream = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NAME_PATTERN)]
 
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -53,6 +56,32 @@ class Job(TypedDict):
     updated_at: str
     # Someone asked the worker to stop; the worker's final `cancelled` update ends the job.
     cancel_requested: NotRequired[CancelRequest | None]
+
+
+class LogEntry(TypedDict):
+    """A log line as written, before the store numbers it."""
+
+    stream: str
+    text: str
+    ts: str
+
+
+class LogLine(LogEntry):
+    """A kept log line: `offset` numbers a job's lines from 1 with no gap."""
+
+    offset: int
+
+
+class LogBatch(TypedDict):
+    """The body of a `job:log` event: lines of one job, in offset order."""
+
+    job_id: str
+    lines: list[LogLine]
+
+
+def text_size(text: str) -> int:
+    """What a line's text counts against the limits: its UTF-8 bytes."""
+    return len(text.encode())
 
 
 class Member(TypedDict):
@@ -199,6 +228,35 @@ def request_cancel(job_id: str, current: Job | None, *, by: str) -> Job:
     }
 
 
+class LogLineIn(Payload):
+    text: str
+    stream: LogStream = "stdout"
+
+    @field_validator("text")
+    @classmethod
+    def _text_size(cls, value: str) -> str:
+        try:
+            size = text_size(value)
+        except UnicodeEncodeError:  # a lone surrogate, from a "\ud800" escape
+            raise ValueError("must be valid Unicode") from None
+        if size > MAX_LOG_TEXT:
+            raise ValueError(f"must be at most {MAX_LOG_TEXT} bytes of UTF-8")
+        return value
+
+
+class LogsIn(Payload):
+    """`{"lines": [{"text", "stream"}, …]}`, or one line as `{"text", "stream"}`."""
+
+    lines: Annotated[list[LogLineIn], Field(min_length=1, max_length=MAX_LOG_LINES)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_line(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and "text" in raw and "lines" not in raw:
+            return {"lines": [raw]}
+        return raw
+
+
 class AnnouncementIn(Payload):
     text: Text
     level: Level = "info"
@@ -217,6 +275,8 @@ class TokenIn(Payload):
 class SubscribeIn(Payload):
     job_id: str
     since: Annotated[int, Field(ge=0)] | None = None
+    # Given (a number, or null for "from now on"): the job's log lines too.
+    log_since: Annotated[int, Field(ge=0)] | None = None
 
 
 class UnsubscribeIn(Payload):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from .models import Announcement, AnnouncementIn, Job, JobCreate, JobUpdate, TokenIn
+from .models import Announcement, AnnouncementIn, Job, JobCreate, JobUpdate, LogsIn, TokenIn
 
 REF = "#/components/schemas/{model}"
 ERRORS = {
@@ -55,7 +55,7 @@ def _query(name: str, low: int, high: int | None = None) -> dict[str, Any]:
 
 def build_openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (JobCreate, JobUpdate, AnnouncementIn, TokenIn):
+    for model in (JobCreate, JobUpdate, LogsIn, AnnouncementIn, TokenIn):
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -93,6 +93,14 @@ def build_openapi() -> dict[str, Any]:
             "reset": {"type": "boolean"},
         },
     }
+    appended = {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"},
+            "offsets": {"type": "array", "items": {"type": "integer", "minimum": 1}},
+        },
+    }
+    lines_body = {"oneOf": [_ref("LogsIn"), _ref("LogLineIn")]}  # many lines, or one
     announcements = {
         "type": "object",
         "properties": {"announcements": {"type": "array", "items": _ref("Announcement")}},
@@ -144,6 +152,20 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {"200": job, "201": job, **_errors("409")},
                 },
             },
+            "/api/jobs/{job_id}/logs": {
+                "post": {
+                    "summary": "Append log lines (the job must exist; finished is fine)",
+                    "parameters": [JOB_ID, idempotency],
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": lines_body}},
+                    },
+                    "responses": {
+                        "201": _json(appended, "the offsets given, in order"),
+                        **_errors("404"),
+                    },
+                },
+            },
             "/api/jobs/{job_id}/cancel": {
                 "post": {
                     "summary": "Ask the job's worker to stop (sets cancel_requested, one event)",
@@ -161,11 +183,14 @@ def build_openapi() -> dict[str, Any]:
             "/api/jobs/{job_id}/stream": {
                 "get": {
                     "summary": "Server-Sent Events: one job:update per event, id = seq",
-                    "description": "Admin or client token, in Authorization or ?token=.",
+                    "description": "Admin or client token, in Authorization or ?token=. With"
+                    " log_since (empty: from now on), job:log batches too, and every id is"
+                    " <seq>:<offset>.",
                     "security": [{"admin": []}, {}],
                     "parameters": [
                         JOB_ID,
                         _query("since", 0),
+                        _query("log_since", 0),
                         {"name": "token", "in": "query", "schema": {"type": "string"}},
                         {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
                     ],

@@ -1,15 +1,16 @@
-"""Each job's events reach this process's clients in seq order, with no gap, whatever
-the path they came by.
+"""Each job's events reach this process's clients in seq order, and its log lines in
+offset order, with no gap, whatever the path they came by.
 
 With several processes, an event arrives either from this process's own commit or from
 another's through Redis pub/sub, and the two paths race: seq 23 can arrive before 22.
-For every job this process has subscribers for, JobOrder knows the next seq to deliver.
-An event with that seq goes out at once; an older one was delivered already; a newer
-one is held while the gap is read from the store, where it is certain to be, since an
-event is committed before it is published and seqs are committed in order. After the
-pub/sub connection comes back (events published meanwhile never arrived), every
-watched job is filled from the store the same way. Order follows from the mechanism,
-not from timing.
+For every job this process has subscribers for, an Order knows the next number to
+deliver (the seq of events; the offset of log lines, which come in batches of
+consecutive offsets). What starts at that number goes out at once; what is older was
+delivered already (a batch that overlaps is cut to its new lines); what is newer is held
+while the gap is read from the store, where it is certain to be, since everything is
+committed before it is published and numbers are committed in order. After the pub/sub
+connection comes back (what was published meanwhile never arrived), every watched job is
+filled from the store the same way. Order follows from the mechanism, not from timing.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .hub import ALL_JOBS_ROOM, JOB_NS, job_room
+from .hub import ALL_JOBS_ROOM, JOB_NS, is_log_room, job_room, log_room
 from .metrics import Metrics
-from .models import Job
+from .models import Job, LogBatch
 from .storage import Store, StoreUnavailable
 
 if TYPE_CHECKING:
@@ -29,32 +30,40 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.ordering")
 
-Fetch = Callable[[str, int], Awaitable[list[Job]]]  # (job id, after seq) -> events, oldest first
-Current = Callable[[str], Awaitable[int]]  # job id -> its seq in the store, 0 if none
-Deliver = Callable[[Job], Awaitable[None]]  # to this process's subscribers of the job
+T = TypeVar("T")
 RETRY = 0.2  # seconds between store reads while the store is unreachable
 TRIES = 50
 
 
-class JobOrder:
+class Order(Generic[T]):
+    """One kind of numbered item (events, log batches) in order, per watched job."""
+
     def __init__(
-        self, current: Current, fetch: Fetch, deliver: Deliver, on_fill: Callable[[], None]
+        self,
+        current: Callable[[str], Awaitable[int]],  # job id -> its last number stored, 0 if none
+        fetch: Callable[[str, int], Awaitable[list[T]]],  # (job id, after) -> items, oldest first
+        deliver: Callable[[T], Awaitable[None]],  # to this process's subscribers of the job
+        span: Callable[[T], tuple[str, int, int]],  # item -> (job id, first number, last)
+        trim: Callable[[T, int], T],  # the part of an item numbered from the given number on
+        on_fill: Callable[[], None],
     ) -> None:
         self._current = current
-        self._on_fill = on_fill
         self._fetch = fetch
         self._deliver = deliver
-        self._next: dict[str, int] = {}  # watched job -> next seq to deliver
+        self._span = span
+        self._trim = trim
+        self._on_fill = on_fill
+        self._next: dict[str, int] = {}  # watched job -> next number to deliver
         self._watchers: dict[str, int] = {}
-        self._held: dict[str, dict[int, Job]] = {}  # arrived ahead of a gap
+        self._held: dict[str, dict[int, T]] = {}  # arrived ahead of a gap, by first number
         self._filling: dict[str, asyncio.Task[None]] = {}
 
     async def watch(self, job_id: str) -> None:
-        """Order this job's events from now on; call before its subscriber joins the room."""
+        """Order this job's items from now on; call before its subscriber joins the room."""
         if job_id not in self._next:
-            seq = await self._current(job_id)  # may raise StoreUnavailable: nothing changed
-            # An event may have arrived meanwhile (untracked, so delivered as it came).
-            self._next.setdefault(job_id, seq + 1)
+            last = await self._current(job_id)  # may raise StoreUnavailable: nothing changed
+            # An item may have arrived meanwhile (untracked, so delivered as it came).
+            self._next.setdefault(job_id, last + 1)
         self._watchers[job_id] = self._watchers.get(job_id, 0) + 1
 
     def unwatch(self, job_id: str) -> None:
@@ -72,22 +81,28 @@ class JobOrder:
     def watched(self) -> list[str]:
         return list(self._next)
 
-    async def offer(self, event: Job) -> None:
-        """One event from any path; delivered now, held, or dropped as seen."""
-        job_id, seq = event["id"], event["seq"]
+    async def offer(self, item: T) -> None:
+        """One item from any path; delivered now, held, or dropped as seen."""
+        job_id, first, last = self._span(item)
         expected = self._next.get(job_id)
         if expected is None:  # nobody here watches this job by id ('*' subscribers only)
-            await self._deliver(event)
+            await self._deliver(item)
             return
-        if seq < expected:
+        if last < expected:
             return
-        if seq == expected and job_id not in self._filling:
-            await self._deliver(event)
-            self._next[job_id] = seq + 1
+        if first <= expected and job_id not in self._filling:
+            await self._send(job_id, item)
             await self._release(job_id)
             return
-        self._held.setdefault(job_id, {})[seq] = event
+        self._held.setdefault(job_id, {})[first] = item
         self.fill(job_id)
+
+    async def _send(self, job_id: str, item: T) -> None:
+        """Deliver what the item has from the next number on; the next is then after it."""
+        _, first, last = self._span(item)
+        expected = self._next[job_id]
+        await self._deliver(self._trim(item, expected) if first < expected else item)
+        self._next[job_id] = last + 1
 
     def fill(self, job_id: str) -> None:
         """Read what is missing from the store and deliver it (in the background)."""
@@ -104,42 +119,96 @@ class JobOrder:
                 del self._filling[job_id]
 
     async def _read_gap(self, job_id: str) -> None:
-        for _ in range(TRIES):
-            try:
-                events = await self._fetch(job_id, self._next[job_id] - 1)
+        # What arrives during a read may be ahead of numbers committed after the read
+        # began: read again while reading helps; past a gap only when it no longer does.
+        while True:
+            before = self._next[job_id]
+            for item in await self._read(job_id):
+                if self._span(item)[2] >= self._next[job_id]:
+                    await self._send(job_id, item)
+            await self._release(job_id)
+            if not self._held.get(job_id) or self._next[job_id] == before:
                 break
-            except StoreUnavailable:
-                await asyncio.sleep(RETRY)
-        else:
-            log.warning("could not read job %s to fill a gap; delivering what came", job_id)
-            events = []
-        for event in events:
-            if event["seq"] >= self._next[job_id]:
-                await self._deliver(event)
-                self._next[job_id] = event["seq"] + 1
         await self._release(job_id, force=True)
 
+    async def _read(self, job_id: str) -> list[T]:
+        for _ in range(TRIES):
+            try:
+                return await self._fetch(job_id, self._next[job_id] - 1)
+            except StoreUnavailable:
+                await asyncio.sleep(RETRY)
+        log.warning("could not read job %s to fill a gap; delivering what came", job_id)
+        return []
+
     async def _release(self, job_id: str, force: bool = False) -> None:
-        """Deliver held events that are next in line; with `force`, across a gap the
+        """Deliver held items that are next in line; with `force`, across a gap the
         store could not fill (history trimmed, job deleted): clients see the jump and
         resubscribe, as after any reset."""
         held = self._held.get(job_id)
         while held:
-            seq = min(held)
-            expected = self._next[job_id]
-            if seq < expected:
-                del held[seq]
+            first = min(held)
+            if self._span(held[first])[2] < self._next[job_id]:
+                del held[first]
                 continue
-            if seq > expected and not force:
+            if first > self._next[job_id] and not force:
                 return
-            await self._deliver(held.pop(seq))
-            self._next[job_id] = seq + 1
+            await self._send(job_id, held.pop(first))
         self._held.pop(job_id, None)
 
     async def resync(self) -> None:
         """After the pub/sub connection came back: fill every watched job from the store."""
         for job_id in list(self._next):
             self.fill(job_id)
+
+
+class JobOrder:
+    """The orders of one process: job events by seq (`job:update` to the job's room) and
+    log lines by offset (`job:log` to its log room)."""
+
+    def __init__(self, events: Order[Job], logs: Order[LogBatch]) -> None:
+        self.events = events
+        self.logs = logs
+
+    def _order(self, room: str) -> tuple[Order[Any], str]:
+        """The order of a job's room, and the job's id."""
+        if is_log_room(room):
+            return self.logs, room.removeprefix(log_room(""))
+        return self.events, room.removeprefix(job_room(""))
+
+    async def watch(self, room: str) -> None:
+        """Order what goes to this room (a job's, or its log room) from now on; call before
+        the subscriber joins it."""
+        order, job_id = self._order(room)
+        await order.watch(job_id)
+
+    def unwatch(self, room: str) -> None:
+        order, job_id = self._order(room)
+        order.unwatch(job_id)
+
+    async def offer(self, event: str, body: Any) -> None:
+        await (self.logs if event == "job:log" else self.events).offer(body)
+
+    async def resync(self) -> None:
+        await self.events.resync()
+        await self.logs.resync()
+
+
+def event_span(event: Job) -> tuple[str, int, int]:
+    return event["id"], event["seq"], event["seq"]
+
+
+def batch_span(batch: LogBatch) -> tuple[str, int, int]:
+    lines = batch["lines"]
+    return batch["job_id"], lines[0]["offset"], lines[-1]["offset"]
+
+
+def event_from(event: Job, seq: int) -> Job:
+    return event  # one number: never cut
+
+
+def batch_from(batch: LogBatch, offset: int) -> LogBatch:
+    lines = [line for line in batch["lines"] if line["offset"] >= offset]
+    return {"job_id": batch["job_id"], "lines": lines}
 
 
 def job_order(store: Store, manager: LocalManager, history: int, metrics: Metrics) -> JobOrder:
@@ -156,4 +225,11 @@ def job_order(store: Store, manager: LocalManager, history: int, metrics: Metric
         rooms = [job_room(job["id"]), ALL_JOBS_ROOM]
         await manager.deliver("job:update", job, JOB_NS, rooms)
 
-    return JobOrder(current, fetch, deliver, metrics.order_fills.inc)
+    async def deliver_batch(batch: LogBatch) -> None:
+        await manager.deliver("job:log", batch, JOB_NS, log_room(batch["job_id"]))
+
+    fills = metrics.order_fills.inc
+    return JobOrder(
+        Order(current, fetch, deliver, event_span, event_from, fills),
+        Order(store.log_head, store.log_batches, deliver_batch, batch_span, batch_from, fills),
+    )

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     ping_interval: float = Field(25.0, gt=0)
     ping_timeout: float = Field(20.0, gt=0)
     history: int = Field(1000, ge=1)
+    # Log lines kept per job: the oldest go past either bound (the newest line always stays).
+    log_lines: int = Field(10_000, ge=1)
+    log_bytes: int = Field(4 * 1024 * 1024, ge=8 * 1024)  # of text, UTF-8
     retention: float = Field(7 * 24 * 3600.0, gt=0, description="seconds to keep finished jobs")
     rate_per_second: float = Field(20.0, gt=0)
     rate_burst: int = Field(40, ge=1)

@@ -13,9 +13,9 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from .auth import Identity, Unauthorized
 from .errors import ApiError, forbidden, invalid_payload
 from .http_api import AUTH, HUB, REQUEST_ID, path_job_id, routes
-from .hub import INFO_NS, JOB_NS, job_room
+from .hub import INFO_NS, JOB_NS, Hub, LogCatchUp, job_room, log_room
 from .manager import LocalManager, Tap
-from .models import TERMINAL, Job, new_id
+from .models import TERMINAL, Job, LogBatch, LogLine, new_id
 from .namespaces.base import BaseNamespace
 from .origins import ORIGINS
 
@@ -50,21 +50,30 @@ def _identify(request: web.Request, token: str | None, name: str | None = None) 
 
 @routes.get("/api/jobs/{job_id}/stream", name="job-stream")  # takes client tokens too
 async def job_stream(request: web.Request) -> web.StreamResponse:
-    """One `job:update` per event with `id: <seq>`; resumes from Last-Event-ID or ?since=."""
+    """One `job:update` per event with `id: <seq>`; resumes from Last-Event-ID or ?since=.
+
+    With ?log_since= (an offset; empty: from now on) also a `job:log` per batch of lines,
+    and every id is `<seq>:<offset>` (0 for no event yet), which Last-Event-ID resumes.
+    """
     request.app[ORIGINS].check(request)
     job_id = path_job_id(request)
     scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
     token = bearer.strip() if scheme.lower() == "bearer" else request.query.get("token")
     if not _identify(request, token).may_watch(job_id):
         raise forbidden(f"your token does not grant job {job_id!r}")
-    since = _since(request.headers.get("Last-Event-ID", request.query.get("since")))
+    resumed, _, resumed_offset = request.headers.get("Last-Event-ID", "").partition(":")
+    since = _since(resumed or request.query.get("since"), "since / Last-Event-ID")
+    logs = bool(resumed_offset) or "log_since" in request.query
+    log_since = _since(resumed_offset or request.query.get("log_since"), "log_since")
 
     hub, manager = request.app[HUB], request.app[MANAGER]
     tap = Tap(f"sse-{new_id()}")
-    room = job_room(job_id)
-    manager.add_tap(JOB_NS, room, tap)  # listen first, then read: nothing falls between
+    rooms = [job_room(job_id), *([log_room(job_id)] if logs else [])]
+    for room in rooms:  # listen first, then read: nothing falls between
+        manager.add_tap(JOB_NS, room, tap)
     try:
         job, missed, reset = await hub.catch_up(job_id, since)
+        caught = await hub.catch_up_logs(job_id, log_since) if logs else None
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -74,32 +83,48 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        stream = _EventStream(response, since)
+        stream = _EventStream(response, hub, job_id, since)
         await response.write(b"retry: 1000\n\n")
         if reset:
             await response.write(b"event: reset\ndata: {}\n\n")
             stream.last = None
         with contextlib.suppress(ConnectionError):
+            if caught is not None:
+                await stream.begin_lines(caught)
             if not await stream.send_all([*missed, *([job] if job else [])]):
-                await stream.follow(tap, lambda: hub.catch_up(job_id, stream.last))
+                if caught is not None:
+                    await stream.put_lines(caught["logs"])
+                    await stream.fill_lines()
+                await stream.follow(tap)
         return response
     finally:
-        manager.remove_tap(JOB_NS, room, tap)
+        for room in rooms:
+            manager.remove_tap(JOB_NS, room, tap)
 
 
-def _since(raw: str | None) -> int | None:
+def _since(raw: str | None, name: str) -> int | None:
     if raw is None or raw == "":
         return None
     # ASCII digits only (str.isdigit takes "²"), and short enough for int() and JSON.
     if not (raw.isascii() and raw.isdigit() and len(raw) <= 16):
-        raise invalid_payload("since / Last-Event-ID: must be an integer from 0 to 2**53")
+        raise invalid_payload(f"{name}: must be an integer from 0 to 2**53")
     return int(raw)
 
 
 class _EventStream:
-    def __init__(self, response: web.StreamResponse, since: int | None) -> None:
+    def __init__(self, response: web.StreamResponse, hub: Hub, job_id: str, since: int | None):
         self.response = response
+        self.hub = hub
+        self.job_id = job_id
         self.last = since
+        self.log_last: int | None = None  # the last offset sent, on a stream with log lines
+
+    def _id(self) -> str:
+        return str(self.last) if self.log_last is None else f"{self.last or 0}:{self.log_last}"
+
+    async def _write(self, event: str, body: Any) -> None:
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        await self.response.write(f"id: {self._id()}\nevent: {event}\ndata: {data}\n\n".encode())
 
     async def send_all(self, events: list[Job]) -> bool:
         """Write the events not sent yet, in order; True once a terminal event went out."""
@@ -107,25 +132,55 @@ class _EventStream:
             if self.last is not None and event["seq"] <= self.last:
                 continue
             self.last = event["seq"]
-            data = json.dumps(event, separators=(",", ":"), ensure_ascii=False)
-            frame = f"id: {event['seq']}\nevent: job:update\ndata: {data}\n\n"
-            await self.response.write(frame.encode())
+            await self._write("job:update", event)
             if event["status"] in TERMINAL:
+                await self.fill_lines()  # the lines written before the end, on their way
                 return True
         return False
 
-    async def follow(self, tap: Tap, catch_up: Any) -> None:
+    async def begin_lines(self, caught: LogCatchUp) -> None:
+        """Start sending log lines from where subscribe's ack would (it says so if reset)."""
+        if caught["logs_reset"]:
+            await self.response.write(b"event: logs_reset\ndata: {}\n\n")
+        lines = caught["logs"]
+        self.log_last = lines[0]["offset"] - 1 if lines else caught["log_offset"]
+
+    async def send_lines(self, batch: LogBatch) -> None:
+        """A live batch: the lines missing before it first (read from the store)."""
+        if self.log_last is not None and batch["lines"][0]["offset"] > self.log_last + 1:
+            await self.fill_lines()  # a gap (lines crossing processes)
+        await self.put_lines(batch["lines"])
+
+    async def fill_lines(self) -> None:
+        """Every kept line not sent yet, from the store."""
+        if self.log_last is not None:
+            for batch in await self.hub.store.log_batches(self.job_id, self.log_last):
+                await self.put_lines(batch["lines"])
+
+    async def put_lines(self, lines: list[LogLine]) -> None:
+        if self.log_last is None:
+            return
+        fresh = [line for line in lines if line["offset"] > self.log_last]
+        if fresh:
+            self.log_last = fresh[-1]["offset"]
+            await self._write("job:log", {"job_id": self.job_id, "lines": fresh})
+
+    async def follow(self, tap: Tap) -> None:
         while not tap.overflowed.is_set():
             try:
-                _, event = await asyncio.wait_for(tap.queue.get(), KEEPALIVE)
+                kind, body = await asyncio.wait_for(tap.queue.get(), KEEPALIVE)
             except TimeoutError:
                 await self.response.write(b": keep-alive\n\n")
                 continue
-            if self.last is not None and event["seq"] > self.last + 1:
-                _, missed, _ = await catch_up()  # a gap (events crossing processes): fill it
+            if kind == "job:log":
+                await self.send_lines(body)
+                continue
+            if self.last is not None and body["seq"] > self.last + 1:
+                # a gap (events crossing processes): fill it
+                _, missed, _ = await self.hub.catch_up(self.job_id, self.last)
                 if await self.send_all(missed):
                     return
-            if await self.send_all([event]):
+            if await self.send_all([body]):
                 return
         log.info("ending a slow SSE stream; the client resumes with Last-Event-ID")
 

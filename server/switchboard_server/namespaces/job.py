@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from ..errors import forbidden
-from ..hub import ALL_JOBS_ROOM, job_room
+from ..errors import forbidden, invalid_payload
+from ..hub import ALL_JOBS_ROOM, is_log_room, job_room, log_room
 from ..models import CancelIn, Payload, SubscribeIn, UnsubscribeIn, WhoAmIIn, check_job_id
 from .base import BaseNamespace, Connection
 
@@ -22,6 +22,9 @@ class JobNamespace(BaseNamespace):
 
     async def subscribe(self, sid: str, conn: Connection, payload: SubscribeIn) -> dict[str, Any]:
         job_id = check_job_id(payload.job_id, allow_all=True)
+        logs = "log_since" in payload.model_fields_set
+        if logs and job_id == "*":
+            raise invalid_payload("log_since: log lines are per job, not for '*'")
         if job_id == "*":
             if not conn.identity.may_watch_all():
                 raise forbidden("your token does not grant every job")
@@ -32,8 +35,13 @@ class JobNamespace(BaseNamespace):
         # Join first, then read: an event committed meanwhile arrives live or in `missed`
         # (or both; the client drops seqs it has seen), never in neither.
         await self._join(sid, conn, job_room(job_id))
+        if logs:  # its lines too, until unsubscribe (the log room counts with the job's)
+            await self._join(sid, conn, log_room(job_id))
         job, missed, reset = await self.ctx.hub.catch_up(job_id, payload.since)
-        return {"job": job, "missed": missed, "reset": reset}
+        ack = {"job": job, "missed": missed, "reset": reset}
+        if logs:
+            return {**ack, **await self.ctx.hub.catch_up_logs(job_id, payload.log_since)}
+        return ack
 
     async def cancel(self, sid: str, conn: Connection, payload: CancelIn) -> dict[str, Any]:
         job_id = check_job_id(payload.job_id, allow_all=False)
@@ -50,9 +58,10 @@ class JobNamespace(BaseNamespace):
         self, sid: str, conn: Connection, payload: UnsubscribeIn
     ) -> dict[str, Any]:
         job_id = check_job_id(payload.job_id, allow_all=True)
-        room = ALL_JOBS_ROOM if job_id == "*" else job_room(job_id)
-        if room in conn.subscriptions:
-            await self._part(conn, room)
+        rooms = [ALL_JOBS_ROOM] if job_id == "*" else [job_room(job_id), log_room(job_id)]
+        for room in rooms:
+            if room in conn.subscriptions:
+                await self._part(conn, room)
         return {}
 
     async def closed(self, sid: str, conn: Connection) -> None:
@@ -63,12 +72,14 @@ class JobNamespace(BaseNamespace):
         if room in conn.subscriptions:
             return
         limit = self.ctx.settings.max_subscriptions
-        if len(conn.subscriptions) >= limit:
+        # A log room is joined only with its job's room, and does not count on its own.
+        jobs = sum(not is_log_room(joined) for joined in conn.subscriptions)
+        if not is_log_room(room) and jobs >= limit:
             raise forbidden(f"at most {limit} subscriptions per connection")
         conn.subscriptions.add(room)
         if room != ALL_JOBS_ROOM:
             try:  # before entering the room: its events then reach this client in order
-                await self.ctx.order.watch(room.removeprefix("job:"))
+                await self.ctx.order.watch(room)
             except BaseException:
                 conn.subscriptions.discard(room)
                 raise
@@ -77,5 +88,5 @@ class JobNamespace(BaseNamespace):
     async def _part(self, conn: Connection, room: str) -> None:
         conn.subscriptions.discard(room)
         if room != ALL_JOBS_ROOM:
-            self.ctx.order.unwatch(room.removeprefix("job:"))
+            self.ctx.order.unwatch(room)
         await conn.exit(room)

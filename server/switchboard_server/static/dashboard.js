@@ -1,9 +1,9 @@
-// The live dashboard: every job updating in place, a job's event log on click,
-// announcements, and the connection with its transport. Text is only ever set
-// through textContent, so job messages and announcements cannot inject markup.
+// The live dashboard: every job updating in place, a job's events and log lines on
+// click, announcements, and the connection with its transport. Text is only ever set
+// through textContent, so job messages, log lines and announcements cannot inject markup.
 import {
   cancelJob, configure, granted, onAnnouncement, onConnection, recentAnnouncements, watchAllJobs,
-  watchJob, whoami,
+  watchJob, watchLogs, whoami,
 } from "/switchboard.js";
 
 const params = new URLSearchParams(location.search);
@@ -14,7 +14,9 @@ configure({
 
 const $ = (id) => document.getElementById(id);
 const jobs = new Map(); // id -> { job, element }
+const MAX_LINES = 2000; // log lines kept on the page
 let stopLog = null;
+let following = true; // keep the newest log line in view, until the reader scrolls up
 
 document.querySelectorAll(".origin").forEach((el) => { el.textContent = location.origin; });
 
@@ -85,7 +87,7 @@ function showLog(jobId) {
   $("log-job").textContent = jobId;
   const log = $("log");
   log.replaceChildren();
-  stopLog = watchJob(jobId, (event) => {
+  const stopEvents = watchJob(jobId, (event) => {
     const item = document.createElement("li");
     const seq = document.createElement("span");
     seq.className = "seq";
@@ -95,7 +97,36 @@ function showLog(jobId) {
     item.dataset.seq = event.seq;
     log.prepend(item);
   }, { since: 0 });
+  $("lines").replaceChildren();
+  following = true;
+  $("lines-paused").hidden = true;
+  const stopLines = watchLogs(jobId, showLines, { since: 0 });
+  stopLog = () => {
+    stopEvents();
+    stopLines();
+  };
 }
+
+function showLines(lines) {
+  const box = $("lines");
+  const rows = lines.slice(-MAX_LINES).map((line) => {
+    const row = document.createElement("div");
+    row.className = "line";
+    row.dataset.offset = line.offset;
+    row.dataset.stream = line.stream;
+    row.textContent = line.text;
+    return row;
+  });
+  box.append(...rows);
+  for (let extra = box.childElementCount - MAX_LINES; extra > 0; extra--) box.firstElementChild.remove();
+  if (following) box.scrollTop = box.scrollHeight;
+}
+
+$("lines").addEventListener("scroll", () => {
+  const box = $("lines");
+  following = box.scrollTop + box.clientHeight >= box.scrollHeight - 4; // at the bottom
+  $("lines-paused").hidden = following;
+});
 
 function announce(announcement, { prepend = true } = {}) {
   const item = document.createElement("li");

@@ -103,6 +103,34 @@ export declare function watchJob(
   options?: WatchJobOptions,
 ): () => void;
 
+/** One log line of a job. Lines are numbered by `offset` from 1 with no gap. */
+export interface LogLine {
+  offset: number;
+  /** A short name such as "stdout" or "stderr". */
+  stream: string;
+  /** The line as written: show it as text (textContent), never as HTML. */
+  text: string;
+  /** When it was stored, RFC 3339 UTC. */
+  ts: string;
+}
+
+export interface WatchLogsOptions {
+  /** Take lines after this offset; 0 (the default) starts at the first kept line; null: from now on. */
+  since?: number | null;
+  /** Called when the server refuses the subscription (e.g. "forbidden" by the token). */
+  onError?: (error: SwitchboardError) => void;
+}
+
+/**
+ * Call onLines(lines) with a job's log lines, in offset order, each exactly once. Resumes by
+ * offset after a reconnect; shares the /job socket with watchJob. Returns a function that stops.
+ */
+export declare function watchLogs(
+  jobId: string,
+  onLines: (lines: LogLine[]) => void,
+  options?: WatchLogsOptions,
+): () => void;
+
 /** The recent jobs at each (re)connect, then every newer state. Returns a function that stops. */
 export declare function watchAllJobs(
   onJob: (job: Job) => void,

@@ -3,6 +3,7 @@
 //   import { configure, watchJob, joinRoom, onAnnouncement } from "http://127.0.0.1:8001/switchboard.js";
 //   configure({ token });                       // optional; before the first call
 //   const stop = watchJob("build-42", (job) => render(job));
+//   const stopLines = watchLogs("build-42", (lines) => lines.forEach(show));
 //
 // Built on the official socket.io-client, served by the same Switchboard server.
 import { io } from "./vendor/socket.io.esm.min.js";
@@ -12,7 +13,7 @@ const ACK_TIMEOUT = 10000;
 
 const options = { url: new URL(import.meta.url).origin, auth: {}, transports: undefined };
 const sockets = new Map();
-const watchers = new Map(); // job id -> number of live watchJob() calls
+const watchers = new Map(); // job id -> number of live watchJob() and watchLogs() calls
 
 /** Set the server URL, client token, display name or transports. Call before anything else. */
 export function configure({ url, token, name, transports } = {}) {
@@ -45,56 +46,108 @@ async function call(namespace, event, payload) {
  * Returns a function that stops watching.
  */
 export function watchJob(jobId, onEvent, { since = null, onError } = {}) {
-  const jobs = socket("/job");
   let last = since;
-  let syncing = false;
-  let early = []; // live events that arrived while a subscribe was in flight
-  let stopped = false;
-
   const take = (event) => {
-    if (last !== null && event.seq <= last) return; // seen already
-    if (last !== null && event.seq > last + 1) {
-      early.push(event); // a gap: fetch what is missing, then replay this
-      sync();
-      return;
-    }
+    if (last !== null && event.seq <= last) return true; // seen already
+    if (last !== null && event.seq > last + 1) return false; // a gap
     last = event.seq;
     onEvent(event);
+    return true;
   };
-  const onUpdate = (event) => {
-    if (stopped || event.id !== jobId) return;
-    if (syncing) early.push(event);
-    else take(event);
-  };
-  const sync = async () => {
-    if (syncing || stopped) return;
-    syncing = true;
-    try {
+  return follow(jobId, "job:update", {
+    owns: (event) => event.id === jobId,
+    numberOf: (event) => event.seq,
+    take,
+    onError,
+    resubscribe: async (accept) => {
       const ack = await call("/job", "subscribe", { job_id: jobId, since: last });
       if (ack.reset) last = null;
-      ack.missed.forEach(take);
+      ack.missed.forEach(accept);
       if (ack.job && (last === null || ack.job.seq > last)) {
         last = ack.job.seq;
         onEvent(ack.job);
       }
+      return false;
+    },
+  });
+}
+
+/**
+ * Call onLines(lines) with a job's log lines, in offset order, each exactly once, from the
+ * first kept line (`since`: after that offset; null: from now on). Resumes by offset after
+ * a reconnect. Returns a function that stops watching.
+ */
+export function watchLogs(jobId, onLines, { since = 0, onError } = {}) {
+  let last = since; // the last offset taken; null: take what comes (from now on, after a reset)
+  const take = (batch) => {
+    const lines = last === null ? batch.lines : batch.lines.filter((line) => line.offset > last);
+    if (!lines.length) return true; // seen already
+    if (last !== null && lines[0].offset > last + 1) return false; // a gap
+    last = lines.at(-1).offset;
+    onLines(lines);
+    return true;
+  };
+  return follow(jobId, "job:log", {
+    owns: (batch) => batch.job_id === jobId,
+    numberOf: (batch) => batch.lines[0].offset,
+    take,
+    onError,
+    resubscribe: async (accept) => {
+      const ack = await call("/job", "subscribe", { job_id: jobId, log_since: last });
+      if (ack.logs_reset) last = null;
+      accept({ job_id: jobId, lines: ack.logs });
+      last ??= ack.log_offset;
+      return ack.logs.length > 0 && last < ack.log_offset; // more pages are kept
+    },
+  });
+}
+
+// What watchJob and watchLogs share: pushes of one kind for one job go through `take` in
+// order, once each. At a gap `take` answers false: that push waits, with those that come
+// meanwhile, while `resubscribe` (also run at every connect) takes what its ack carries
+// through `accept`; it resolves to true when more is kept. Returns stop().
+function follow(jobId, event, { owns, numberOf, take, resubscribe, onError }) {
+  const jobs = socket("/job");
+  let syncing = false;
+  let early = []; // pushes that arrived while a subscribe was in flight, or after a gap
+  let stopped = false;
+
+  const accept = (body) => {
+    if (!take(body)) {
+      early.push(body); // a gap: fetch what is missing, then replay this
+      sync();
+    }
+  };
+  const onPush = (body) => {
+    if (stopped || !owns(body)) return;
+    if (syncing) early.push(body);
+    else accept(body);
+  };
+  const sync = async () => {
+    if (syncing || stopped) return;
+    syncing = true;
+    let more = false;
+    try {
+      more = await resubscribe(accept);
     } catch (error) {
       if (error.code) onError?.(error); // refused; a timeout waits for the next connect
     } finally {
       syncing = false;
-      const pending = early.sort((a, b) => a.seq - b.seq);
+      const pending = early.sort((a, b) => numberOf(a) - numberOf(b));
       early = [];
-      pending.forEach(take);
+      pending.forEach(accept);
     }
+    if (more) sync();
   };
 
   watchers.set(jobId, (watchers.get(jobId) ?? 0) + 1);
-  jobs.on("job:update", onUpdate);
+  jobs.on(event, onPush);
   jobs.on("connect", sync);
   if (jobs.connected) sync();
   return () => {
     if (stopped) return;
     stopped = true;
-    jobs.off("job:update", onUpdate);
+    jobs.off(event, onPush);
     jobs.off("connect", sync);
     const left = watchers.get(jobId) - 1;
     if (left > 0) watchers.set(jobId, left);

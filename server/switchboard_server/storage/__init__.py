@@ -5,6 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .base import (
+    LogLimits,
     NotReplicated,
     RoomLimitReached,
     RoomLimits,
@@ -12,9 +13,11 @@ from .base import (
     StoredResponse,
     StoreUnavailable,
     job_response,
+    log_response,
 )
 
 __all__ = [
+    "LogLimits",
     "NotReplicated",
     "RoomLimitReached",
     "RoomLimits",
@@ -23,6 +26,7 @@ __all__ = [
     "StoredResponse",
     "describe_store",
     "job_response",
+    "log_response",
     "open_store",
 ]
 
@@ -35,23 +39,24 @@ def open_store(
     rooms: RoomLimits | None = None,
     redis_pool: tuple[int, float] = (50, 10.0),
     redis_replicas: int = 0,
+    logs: LogLimits | None = None,
 ) -> Store:
     """A closed store for `url`; the caller awaits `open()`."""
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore(history=history, rooms=rooms)
+        return MemoryStore(history=history, rooms=rooms, logs=logs)
     if scheme == "sqlite":
         from .sqlite import SqliteStore
 
-        return SqliteStore(sqlite_path(url), history=history, rooms=rooms)
+        return SqliteStore(sqlite_path(url), history=history, rooms=rooms, logs=logs)
     if scheme in ("redis", "rediss", "redis+sentinel"):
         from .redis import RedisStore
 
         return RedisStore(
             url, history=history, prefix=prefix, rooms=rooms, pool=redis_pool,
-            replicas=redis_replicas,
+            replicas=redis_replicas, logs=logs,
         )  # fmt: skip
     raise ValueError(
         f"unknown store {url!r}: use memory://, sqlite:///path, redis://host:port/db"

@@ -9,11 +9,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from ..models import Announcement, ChatMessage, Job, Member
+from ..errors import ApiError, not_found
+from ..models import Announcement, ChatMessage, Job, LogBatch, LogEntry, LogLine, Member, text_size
 
 CHAT_HISTORY = 50
 KEEP_ANNOUNCEMENTS = 1000
 IDEMPOTENCY_TTL = 24 * 3600.0
+# Log lines read at once (a subscribe ack, a batch filling a gap): small enough for any client.
+LOG_PAGE_LINES = 1000
+LOG_PAGE_BYTES = 512 * 1024
 
 # Turns the current state (None: unknown job) into the next one, or raises ApiError.
 Mutation = Callable[[Job | None], Job]
@@ -29,17 +33,53 @@ def job_response(job: Job) -> StoredResponse:
     return {"status": 201 if job["seq"] == 1 else 200, "body": job}
 
 
+def log_response(job_id: str, lines: list[LogLine]) -> StoredResponse:
+    """What an HTTP append of `lines` answered (Redis builds the same in its script)."""
+    return {"status": 201, "body": {"job_id": job_id, "offsets": [n["offset"] for n in lines]}}
+
+
+def no_job(job_id: str) -> ApiError:
+    return not_found(f"no job {job_id!r}; create it first (any update creates it)")
+
+
+def numbered(entries: list[LogEntry], head: int) -> list[LogLine]:
+    """The entries as the lines after offset `head`."""
+    return [{"offset": head + n, **entry} for n, entry in enumerate(entries, 1)]
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """Log lines kept per job: the oldest go while more than `lines` or `bytes` of text are
+    kept, but never the newest line."""
+
+    lines: int = 10_000
+    bytes: int = 4 * 1024 * 1024
+
+    def excess(self, kept: int, size: int, oldest: Iterable[int]) -> tuple[int, int]:
+        """How many of the oldest lines go, and their bytes, given the count and bytes kept
+        and the sizes of the kept lines, oldest first (read only as far as needed)."""
+        dropped = freed = 0
+        for line_size in oldest:
+            left = kept - dropped
+            if left <= 1 or (left <= self.lines and size - freed <= self.bytes):
+                break
+            dropped += 1
+            freed += line_size
+        return dropped, freed
+
+
 class StoreUnavailable(Exception):
     """The backend cannot be reached or refused to commit; callers answer 503."""
 
 
 class NotReplicated(StoreUnavailable):
     """Committed on the Redis primary but not acknowledged by enough replicas in time:
-    answered 503 (a failover now could lose it), yet stored, so it is broadcast."""
+    answered 503 (a failover now could lose it), yet stored, so it is broadcast. `committed`
+    is what was written: the job, or the log lines."""
 
-    def __init__(self, job: Job, message: str) -> None:
+    def __init__(self, committed: Any, message: str) -> None:
         super().__init__(message)
-        self.job = job
+        self.committed = committed
 
 
 @dataclass(frozen=True)
@@ -75,9 +115,12 @@ class ChatUsage(TypedDict):
 
 
 class Store(ABC):
-    def __init__(self, *, history: int, rooms: RoomLimits | None = None) -> None:
+    def __init__(
+        self, *, history: int, rooms: RoomLimits | None = None, logs: LogLimits | None = None
+    ) -> None:
         self.history = history
         self.rooms = rooms or RoomLimits()
+        self.logs = logs or LogLimits()
         self._members: dict[str, dict[str, Member]] = {}
 
     async def open(self) -> None:  # noqa: B027 - optional hook
@@ -117,11 +160,53 @@ class Store(ABC):
         """Kept events with seq > since, oldest first."""
 
     @abstractmethod
-    async def delete_job(self, job_id: str) -> bool: ...
+    async def delete_job(self, job_id: str) -> bool:
+        """Forget a job with its history and log lines."""
 
     @abstractmethod
     async def purge(self, finished_before: str, now: float) -> int:
-        """Forget finished jobs last updated before `finished_before`, and expired responses."""
+        """Forget finished jobs last updated before `finished_before` (with their history and
+        log lines), and expired responses."""
+
+    @abstractmethod
+    async def append_logs(
+        self, job_id: str, entries: list[LogEntry], idempotency_key: str | None = None
+    ) -> list[LogLine]:
+        """Number the entries with the job's next offsets and keep them, within `logs`: one
+        atomic write. Raises no_job for an unknown job. With `idempotency_key`, the HTTP
+        answer (log_response) is committed with them."""
+
+    @abstractmethod
+    async def logs_after(self, job_id: str, after: int, limit: int) -> tuple[list[LogLine], int]:
+        """Kept lines with offset > after, oldest first, at most `limit` (0: none); and the
+        job's last offset (0: no line yet)."""
+
+    async def log_head(self, job_id: str) -> int:
+        """The job's last offset (0: no line yet)."""
+        return (await self.logs_after(job_id, 0, 0))[1]
+
+    async def log_page(self, job_id: str, after: int) -> tuple[list[LogLine], int]:
+        """The next page of kept lines after `after` (LOG_PAGE_LINES, or as many as make
+        LOG_PAGE_BYTES of text, at least one); and the job's last offset."""
+        lines, head = await self.logs_after(job_id, after, LOG_PAGE_LINES)
+        size = 0
+        for count, line in enumerate(lines, 1):
+            size += text_size(line["text"])
+            if size >= LOG_PAGE_BYTES:
+                return lines[:count], head
+        return lines, head
+
+    async def log_batches(self, job_id: str, after: int) -> list[LogBatch]:
+        """Every kept line after `after`, a batch per page."""
+        batches: list[LogBatch] = []
+        while True:
+            lines, head = await self.log_page(job_id, after)
+            if not lines:
+                return batches
+            batches.append({"job_id": job_id, "lines": lines})
+            after = lines[-1]["offset"]
+            if after >= head:
+                return batches
 
     @abstractmethod
     async def add_announcement(self, announcement: Announcement) -> None: ...

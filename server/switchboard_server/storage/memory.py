@@ -3,28 +3,44 @@
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from collections import deque
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
-from ..models import TERMINAL, Announcement, ChatMessage, Job
+from ..models import TERMINAL, Announcement, ChatMessage, Job, LogEntry, LogLine, text_size
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
     KEEP_ANNOUNCEMENTS,
     ChatUsage,
+    LogLimits,
     Mutation,
     RoomLimits,
     Store,
     StoredResponse,
     job_response,
+    log_response,
+    no_job,
+    numbered,
     too_many_rooms,
 )
 
 
+@dataclass
+class _Log:
+    head: int = 0  # the last offset given
+    size: int = 0  # bytes of text kept
+    lines: deque[LogLine] = field(default_factory=deque)
+
+
 class MemoryStore(Store):
-    def __init__(self, *, history: int, rooms: RoomLimits | None = None) -> None:
-        super().__init__(history=history, rooms=rooms)
+    def __init__(
+        self, *, history: int, rooms: RoomLimits | None = None, logs: LogLimits | None = None
+    ) -> None:
+        super().__init__(history=history, rooms=rooms, logs=logs)
+        self._logs: dict[str, _Log] = {}
         # room -> when it became empty; None while someone is in it
         self._rooms: dict[str, float | None] = {}
         self._jobs: dict[str, Job] = {}
@@ -64,7 +80,34 @@ class MemoryStore(Store):
 
     async def delete_job(self, job_id: str) -> bool:
         self._events.pop(job_id, None)
+        self._logs.pop(job_id, None)
         return self._jobs.pop(job_id, None) is not None
+
+    async def append_logs(
+        self, job_id: str, entries: list[LogEntry], idempotency_key: str | None = None
+    ) -> list[LogLine]:
+        # No await: atomic on the event loop.
+        if job_id not in self._jobs:
+            raise no_job(job_id)
+        log = self._logs.setdefault(job_id, _Log())
+        lines = numbered(entries, log.head)
+        log.head += len(lines)
+        log.lines.extend(copy.deepcopy(lines))
+        log.size += sum(text_size(line["text"]) for line in lines)
+        sizes = (text_size(line["text"]) for line in log.lines)
+        dropped, freed = self.logs.excess(len(log.lines), log.size, sizes)
+        for _ in range(dropped):
+            log.lines.popleft()
+        log.size -= freed
+        if idempotency_key is not None:
+            expires = time.time() + IDEMPOTENCY_TTL
+            self._responses[idempotency_key] = (expires, log_response(job_id, lines))
+        return lines
+
+    async def logs_after(self, job_id: str, after: int, limit: int) -> tuple[list[LogLine], int]:
+        log = self._logs.get(job_id, _Log())
+        start = max(0, after - (log.head - len(log.lines)))  # kept offsets are contiguous
+        return copy.deepcopy(list(itertools.islice(log.lines, start, start + limit))), log.head
 
     async def purge(self, finished_before: str, now: float) -> int:
         old = [

@@ -25,13 +25,14 @@ from typing import Any, cast
 
 from redis.exceptions import RedisError
 
-from ..models import TERMINAL, Announcement, ChatMessage, Job, Member
+from ..models import TERMINAL, Announcement, ChatMessage, Job, LogEntry, LogLine, Member, text_size
 from ..redis_conn import redis_client
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
     KEEP_ANNOUNCEMENTS,
     ChatUsage,
+    LogLimits,
     Mutation,
     NotReplicated,
     RoomLimits,
@@ -39,6 +40,8 @@ from .base import (
     StoredResponse,
     StoreUnavailable,
     job_response,
+    no_job,
+    numbered,
     room_full,
     too_many_rooms,
 )
@@ -93,6 +96,38 @@ redis.call('SET', KEYS[1], body)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', last - history)
 redis.call('ZADD', KEYS[3], score, id)
 return {1}
+"""
+# A job's log lines: a sorted set scored by offset, and a hash with the last offset given
+# (`head`, which outlives trimmed lines) and the bytes of text kept (`size`). The script
+# numbers the lines itself, so appends through any process never collide.
+# KEYS: job, its lines, its log head, the idempotency key ('' for none). ARGV: job id, lines
+# kept, bytes kept, idempotency ttl, the answer's expiry, then per line: its JSON after the
+# offset ('"stream":…}') and its bytes of text. Returns {0} for an unknown job, else
+# {1, first offset}. The answer stored is log_response's.
+APPEND_LOGS = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0} end
+local count = (#ARGV - 5) / 2
+local first = redis.call('HINCRBY', KEYS[3], 'head', count) - count + 1
+local offsets, added = {}, 0
+for i = 1, count do
+  offsets[i] = first + i - 1
+  redis.call('ZADD', KEYS[2], offsets[i], '{"offset":' .. offsets[i] .. ',' .. ARGV[4 + 2 * i])
+  added = added + tonumber(ARGV[5 + 2 * i])
+end
+local size = redis.call('HINCRBY', KEYS[3], 'size', added)
+local kept, freed = redis.call('ZCARD', KEYS[2]), 0
+while kept > 1 and (kept > tonumber(ARGV[2]) or size - freed > tonumber(ARGV[3])) do
+  local oldest = redis.call('ZPOPMIN', KEYS[2])  -- the oldest go; the newest stays
+  freed = freed + string.len(cjson.decode(oldest[1]).text)
+  kept = kept - 1
+end
+if freed > 0 then redis.call('HINCRBY', KEYS[3], 'size', -freed) end
+if KEYS[4] ~= '' then
+  local answer = {status = 201, body = {job_id = ARGV[1], offsets = offsets}}
+  local stored = cjson.encode({expires = tonumber(ARGV[5]), response = answer})
+  redis.call('SET', KEYS[4], stored, 'EX', ARGV[4])
+end
+return {1, first}
 """
 NOW = """
 local function now()
@@ -184,8 +219,9 @@ class RedisStore(Store):
         rooms: RoomLimits | None = None,
         pool: tuple[int, float] = (50, 10.0),
         replicas: int = 0,
+        logs: LogLimits | None = None,
     ) -> None:
-        super().__init__(history=history, rooms=rooms)
+        super().__init__(history=history, rooms=rooms, logs=logs)
         self.url = url
         self.prefix = prefix
         self.node = uuid.uuid4().hex[:12]
@@ -200,6 +236,7 @@ class RedisStore(Store):
         self._writers: dict[str, asyncio.Task[None]] = {}
         self._known: dict[str, Job | None] = {}  # job id -> last state seen (oldest first)
         self._apply = self.redis.register_script(APPLY)
+        self._append_logs = self.redis.register_script(APPEND_LOGS)
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._post = self.redis.register_script(POST)
@@ -306,18 +343,22 @@ class RedisStore(Store):
         return args
 
     async def _run_apply(self, keys: list[str], args: list[Any]) -> list[Any]:
-        """The APPLY script, then WAIT for replicas on the same connection when asked.
+        """The APPLY script's answer; on success its second item is the replicas that
+        acknowledged."""
+        answer, acknowledged = await self._replicated(self._apply, keys, args)
+        return [1, acknowledged] if answer[0] == 1 else answer
 
-        Returns the script's answer; on success its second item is the replicas that
-        acknowledged (the asked number when none is asked)."""
+    async def _replicated(
+        self, script: Any, keys: list[str], args: list[Any]
+    ) -> tuple[list[Any], int]:
+        """A writing script, then WAIT for replicas on the same connection when asked: its
+        answer, and the replicas that acknowledged (the asked number when none is asked)."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            await self._apply(keys=keys, args=args, client=pipe)
+            await script(keys=keys, args=args, client=pipe)
             if self.replicas:
                 pipe.wait(self.replicas, REPLICA_WAIT_MS)
             answer, *acknowledged = await pipe.execute()
-        if answer[0] == 1:
-            return [1, acknowledged[0] if acknowledged else self.replicas]
-        return list(answer)
+        return list(answer), acknowledged[0] if acknowledged else self.replicas
 
     def _remember_job(self, job_id: str, job: Job | None) -> None:
         """The state this process last committed or saw, to compute the next update from."""
@@ -354,7 +395,10 @@ class RedisStore(Store):
     async def _forget(self, job_id: str) -> bool:
         self._known.pop(job_id, None)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(self.key("job", job_id), self.key("events", job_id))
+            pipe.delete(
+                self.key("job", job_id), self.key("events", job_id),
+                self.key("logs", job_id), self.key("loghead", job_id),
+            )  # fmt: skip
             pipe.zrem(self.key("jobs"), job_id)
             for status in STATUSES:
                 pipe.zrem(self.key("status", status), job_id)
@@ -371,6 +415,34 @@ class RedisStore(Store):
                 ):
                     removed += await self._forget(job_id)
         return removed  # idempotent answers expire by themselves
+
+    async def append_logs(
+        self, job_id: str, entries: list[LogEntry], idempotency_key: str | None = None
+    ) -> list[LogLine]:
+        keys = [self.key("job", job_id), self.key("logs", job_id), self.key("loghead", job_id)]
+        keys.append(self.key("idem", idempotency_key) if idempotency_key else "")
+        args: list[Any] = [job_id, self.logs.lines, self.logs.bytes, int(IDEMPOTENCY_TTL)]
+        args.append(time.time() + IDEMPOTENCY_TTL)
+        for entry in entries:
+            args += [_dumps(entry)[1:], text_size(entry["text"])]
+        async with _reachable():
+            answer, acknowledged = await self._replicated(self._append_logs, keys, args)
+        if answer[0] != 1:
+            raise no_job(job_id)
+        lines = numbered(entries, answer[1] - 1)
+        if acknowledged < self.replicas:  # committed, but a failover may lose it
+            note = f"the lines reached {acknowledged} of {self.replicas} replicas in time"
+            raise NotReplicated(lines, note)
+        return lines
+
+    async def logs_after(self, job_id: str, after: int, limit: int) -> tuple[list[LogLine], int]:
+        async with _reachable(), self.redis.pipeline(transaction=True) as pipe:
+            if limit:
+                pipe.zrangebyscore(self.key("logs", job_id), f"({after}", "+inf", 0, limit)
+            pipe.hget(self.key("loghead", job_id), "head")
+            *raws, head = await pipe.execute()
+        lines = [cast(LogLine, json.loads(raw)) for raw in (raws[0] if raws else [])]
+        return lines, int(head or 0)
 
     # -- announcements and chat ---------------------------------------------
 

@@ -18,18 +18,22 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from ..errors import ApiError
-from ..models import Announcement, ChatMessage, Job
+from ..models import Announcement, ChatMessage, Job, LogEntry, LogLine, text_size
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
     KEEP_ANNOUNCEMENTS,
     ChatUsage,
+    LogLimits,
     Mutation,
     RoomLimits,
     Store,
     StoredResponse,
     StoreUnavailable,
     job_response,
+    log_response,
+    no_job,
+    numbered,
     too_many_rooms,
 )
 
@@ -50,6 +54,21 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs (
+    job_id TEXT NOT NULL,
+    n INTEGER NOT NULL,  -- the line's offset
+    stream TEXT NOT NULL,
+    text TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    size INTEGER NOT NULL,  -- bytes of text
+    PRIMARY KEY (job_id, n)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_heads (
+    job_id TEXT PRIMARY KEY,
+    head INTEGER NOT NULL,  -- the last offset given
+    kept INTEGER NOT NULL,
+    size INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS announcements (
     n INTEGER PRIMARY KEY AUTOINCREMENT,
     room TEXT,
@@ -79,8 +98,15 @@ def _dumps(value: Any) -> str:
 
 
 class SqliteStore(Store):
-    def __init__(self, path: str, *, history: int, rooms: RoomLimits | None = None) -> None:
-        super().__init__(history=history, rooms=rooms)
+    def __init__(
+        self,
+        path: str,
+        *,
+        history: int,
+        rooms: RoomLimits | None = None,
+        logs: LogLimits | None = None,
+    ) -> None:
+        super().__init__(history=history, rooms=rooms, logs=logs)
         self.path = path
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="switchboard-sqlite")
         self._db: sqlite3.Connection | None = None
@@ -220,11 +246,7 @@ class SqliteStore(Store):
         return [json.loads(body) for (body,) in rows]
 
     async def delete_job(self, job_id: str) -> bool:
-        def op(db: sqlite3.Connection) -> bool:
-            db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
-            return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
-
-        return await self._write(op)
+        return await self._write(partial(_forget_job, job_id))
 
     async def purge(self, finished_before: str, now: float) -> int:
         def op(db: sqlite3.Connection) -> int:
@@ -237,12 +259,66 @@ class SqliteStore(Store):
                 )
             ]
             for job_id in old:
-                db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
-                db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                _forget_job(job_id, db)
             db.execute("DELETE FROM responses WHERE expires <= ?", (now,))
             return len(old)
 
         return await self._write(op)
+
+    async def append_logs(
+        self, job_id: str, entries: list[LogEntry], idempotency_key: str | None = None
+    ) -> list[LogLine]:
+        limits = self.logs
+
+        def op(db: sqlite3.Connection) -> list[LogLine]:
+            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                raise no_job(job_id)
+            found = db.execute(
+                "SELECT head, kept, size FROM log_heads WHERE job_id = ?", (job_id,)
+            ).fetchone()
+            head, kept, size = found or (0, 0, 0)
+            lines = numbered(entries, head)
+            rows = [
+                (job_id, n["offset"], n["stream"], n["text"], n["ts"], text_size(n["text"]))
+                for n in lines
+            ]
+            db.executemany(
+                "INSERT INTO logs (job_id, n, stream, text, ts, size) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            head, kept, size = head + len(rows), kept + len(rows), size + sum(r[5] for r in rows)
+            oldest = db.execute("SELECT size FROM logs WHERE job_id = ? ORDER BY n", (job_id,))
+            dropped, freed = limits.excess(kept, size, (line_size for (line_size,) in oldest))
+            oldest.close()
+            if dropped:  # kept offsets are contiguous: head - kept + 1 … head
+                first_kept = head - kept + 1 + dropped
+                db.execute("DELETE FROM logs WHERE job_id = ? AND n < ?", (job_id, first_kept))
+            db.execute(
+                "INSERT OR REPLACE INTO log_heads (job_id, head, kept, size) VALUES (?, ?, ?, ?)",
+                (job_id, head, kept - dropped, size - freed),
+            )
+            if idempotency_key is not None:
+                answer = log_response(job_id, lines)
+                _put_response(db, idempotency_key, answer, time.time() + IDEMPOTENCY_TTL)
+            return lines
+
+        return await self._write(op)
+
+    async def logs_after(self, job_id: str, after: int, limit: int) -> tuple[list[LogLine], int]:
+        def query(db: sqlite3.Connection) -> tuple[list[Any], int]:
+            rows = db.execute(
+                "SELECT n, stream, text, ts FROM logs WHERE job_id = ? AND n > ?"
+                " ORDER BY n LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+            head = db.execute("SELECT head FROM log_heads WHERE job_id = ?", (job_id,)).fetchone()
+            return rows, head[0] if head else 0
+
+        rows, head = await self._run(query)
+        lines: list[LogLine] = [
+            {"offset": n, "stream": stream, "text": text, "ts": ts} for n, stream, text, ts in rows
+        ]
+        return lines, head
 
     # -- announcements and chat ---------------------------------------------
 
@@ -357,6 +433,13 @@ def _put_response(
         "INSERT OR REPLACE INTO responses (key, expires, body) VALUES (?, ?, ?)",
         (key, expires, _dumps(response)),
     )
+
+
+def _forget_job(job_id: str, db: sqlite3.Connection) -> bool:
+    db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
+    db.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
+    db.execute("DELETE FROM log_heads WHERE job_id = ?", (job_id,))
+    return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
 
 
 def _count_rooms(db: sqlite3.Connection) -> int:
