@@ -270,7 +270,9 @@ async def test_server_restart_leaves_no_gap(
         out = await build_app(node, app_dir, tmp_path.name, framework, "package", server.url)
         page = await open_app(browser, await serve_static(out, app_port), transport)
         await wait_status(page, "live")
-        await wait_shown(page, "first", 0, "step 0")
+        for where in ("first", "second"):  # every component has its state before the stop
+            await wait_shown(page, where, 0, "step 0")
+        await wait_seen(page, OTHER, 1)
 
         await server.stop()
         await page.wait_for_function(
