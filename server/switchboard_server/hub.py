@@ -41,7 +41,6 @@ INFO_NS = "/info"
 ALL_JOBS_ROOM = "job:*"  # job ids never contain '*'
 PURGE_EVERY = 60.0
 STOP_TIMEOUT = 5.0
-RESYNC_TRIES = 25
 
 
 def job_room(job_id: str) -> str:
@@ -149,26 +148,6 @@ class Hub:
                 log.exception("broadcast of %s seq %s failed", job["id"], job["seq"])
             finally:
                 self._outbox.task_done()
-
-    async def resync(self) -> None:
-        """Re-deliver, on this process only, the state of every job its clients watch.
-
-        Called after the pub/sub connection came back: events published meanwhile never
-        reached this process. Clients drop what they have seen and resubscribe from their
-        last seq when the state shows they missed something.
-        """
-        manager = self.sio.manager
-        rooms = manager.local_rooms(JOB_NS)
-        for room in [r for r in rooms if r.startswith("job:") and r != ALL_JOBS_ROOM]:
-            for _ in range(RESYNC_TRIES):  # the store may still be reconnecting too
-                try:
-                    job = await self.store.get_job(room.removeprefix("job:"))
-                except StoreUnavailable:
-                    await asyncio.sleep(0.2)
-                    continue
-                if job is not None:
-                    await manager.emit_local("job:update", job, JOB_NS, room)
-                break
 
     async def catch_up(
         self, job_id: str, since: int | None, limit: int | None = None

@@ -55,7 +55,7 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         self.taps: dict[tuple[str, str | None], set[Tap]] = {}
         self._cork = Cork()
         self._closing: set[asyncio.Future[None]] = set()
-        # Called when events may have been missed (a pub/sub reconnect): see Hub.resync.
+        # Called when events may have been missed (a pub/sub reconnect): JobOrder.resync.
         self.on_resubscribe: Callable[[], Coroutine[Any, Any, None]] | None = None
         self.order: JobOrder | None = None  # set by create_app: job events in seq order
 
@@ -172,16 +172,6 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
 
     async def flush(self) -> None:
         """Send what is queued for other processes (nothing, on a single process)."""
-
-    async def emit_local(self, event: str, data: Any, namespace: str, room: str) -> None:
-        """Deliver to this process's clients only, whatever the manager."""
-        await LocalManager.emit(self, event, data, namespace, room=room)
-
-    def local_rooms(self, namespace: str) -> set[str]:
-        """Rooms with a client (Socket.IO or tap) on this process."""
-        rooms = {room for room in self.rooms.get(namespace, {}) if isinstance(room, str)}
-        rooms |= {room for ns, room in self.taps if ns == namespace and room is not None}
-        return rooms
 
 
 class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[misc]
