@@ -43,9 +43,13 @@ class Sentinel:
         return f"redis+sentinel://127.0.0.1:{self.sentinel_port}/0/{SERVICE}"
 
     def revive_old_master(self) -> None:
-        """The killed master comes back, empty, as a replica of the promoted one."""
+        """The killed master comes back, empty, as a replica of the promoted one; never to
+        be promoted itself (replica-priority 0), or a second failover on a loaded machine
+        could pick it before it has synced, and an empty master would be followed."""
         replica_of = ("--replicaof", "127.0.0.1", str(self.current_master()))
-        self.start("master-again", self.master_port, "--save", "", *replica_of)
+        self.start(
+            "master-again", self.master_port, "--save", "", "--replica-priority", "0", *replica_of
+        )
 
     def current_master(self) -> int:
         client = redis.Redis(port=self.sentinel_port, socket_timeout=2)
@@ -81,7 +85,7 @@ def sentinel(tmp_path: Path) -> Iterator[Sentinel]:
     config = tmp_path / "sentinel.conf"
     config.write_text(
         f"sentinel monitor {SERVICE} 127.0.0.1 {master_port} 1\n"
-        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+        f"sentinel down-after-milliseconds {SERVICE} 2000\n"
         f"sentinel failover-timeout {SERVICE} 5000\n"
     )
     start("sentinel", sentinel_port, str(config), "--sentinel")
