@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -210,7 +209,6 @@ async def attack_wave(url: str, wave: int, clients: int = 20, rooms: int = 5) ->
     return sum(await asyncio.gather(*(one(n) for n in range(clients))))
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc/<pid>/status")
 async def test_the_attack_does_not_grow_server_memory(
     spawn_server: Callable[..., ServerProcess],
 ) -> None:

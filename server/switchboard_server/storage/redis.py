@@ -336,10 +336,13 @@ class RedisStore(Store):
         """APPLY's ARGV: the job, the seq it was computed from, then each write."""
         args: list[Any] = [job_id, current["seq"] if current else 0, self.history]
         args.append(int(IDEMPOTENCY_TTL))
-        for job, _ in writes:
-            answer = {"expires": time.time() + IDEMPOTENCY_TTL, "response": job_response(job)}
+        for job, key in writes:
             status = STATUSES.index(job["status"]) + 1
-            args += [_dumps(job), job["seq"], _score(job["updated_at"]), status, _dumps(answer)]
+            answer = ""  # the job encoded a second time, only when there is a key to keep it
+            if key is not None:
+                response = job_response(job)
+                answer = _dumps({"expires": time.time() + IDEMPOTENCY_TTL, "response": response})
+            args += [_dumps(job), job["seq"], _score(job["updated_at"]), status, answer]
         return args
 
     async def _run_apply(self, keys: list[str], args: list[Any]) -> list[Any]:
