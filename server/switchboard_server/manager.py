@@ -27,6 +27,7 @@ from .redis_conn import redis_client
 
 log = logging.getLogger("switchboard.manager")
 IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
+PUBLISH_BATCH = 256  # messages sent in one round trip
 
 Message = tuple[str, Any]  # (event, body)
 ORDERED = {(JOB_NS, "job:update"), (JOB_NS, "job:log")}
@@ -215,18 +216,24 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
 
     async def _send_loop(self) -> None:
         while True:
-            data = await self._outgoing.get()
+            batch = [await self._outgoing.get()]  # and what queued meanwhile: one round trip
+            while not self._outgoing.empty() and len(batch) < PUBLISH_BATCH:
+                batch.append(self._outgoing.get_nowait())
             delay = 0.05
-            while not await self._send(data):
+            while not await self._send(batch):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-            self._outgoing.task_done()
+            for _ in batch:
+                self._outgoing.task_done()
 
-    async def _send(self, data: Any) -> bool:
+    async def _send(self, batch: list[Any]) -> bool:
         try:
             if self._publisher is None:
                 self._publisher = self._client(socket_timeout=2)
-            await self._publisher.publish(self.channel, self.json.dumps(data))
+            async with self._publisher.pipeline(transaction=False) as pipe:
+                for data in batch:
+                    pipe.publish(self.channel, self.json.dumps(data))
+                await pipe.execute()
             return True
         except Exception as exc:
             log.warning("cannot publish to redis (%s); retrying", exc)

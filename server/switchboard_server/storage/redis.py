@@ -23,7 +23,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, cast
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from ..models import TERMINAL, Announcement, ChatMessage, Job, LogEntry, LogLine, Member, text_size
 from ..redis_conn import redis_client
@@ -51,12 +51,15 @@ HEARTBEAT = 5.0
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 SWEEP_BATCH = 500
 MAX_BATCH = 64  # updates of one job in one script
+MAX_JOBS = 256  # scripts in one pipeline
 MAX_TRIES = 100  # scripts for one batch before the writers are told to try again
 KNOWN_JOBS = 10_000
 REPLICA_WAIT_MS = 1000
 
 # An update waiting to be written: its mutation, idempotency key and answer.
 Pending = tuple[Mutation, str | None, "asyncio.Future[Job]"]
+# An update computed: its next state (or why it is refused), idempotency key and answer.
+Answer = tuple["Job | Exception", str | None, "asyncio.Future[Job]"]
 
 # Chat rooms: the sorted set `rooms` holds every room kept, scored +inf while someone is
 # in it and by its expiry (Redis clock) once empty, when its history key gets the same
@@ -188,6 +191,27 @@ return 0
 EXPIRE = NOW + "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now())"
 
 
+def _fail(batch: Iterable[Pending], exc: Exception) -> None:
+    for _, _, done in batch:
+        if not done.done():
+            done.set_exception(exc)
+
+
+def _answer(answers: Iterable[Answer], acknowledged: int, wanted: int) -> None:
+    """Each waiter's job or refusal. A committed update that fewer replicas than wanted
+    acknowledged in time is NotReplicated: a failover may lose it."""
+    for job, _, done in answers:
+        if done.done():
+            continue
+        if isinstance(job, Exception):
+            done.set_exception(job)
+        elif acknowledged < wanted:
+            note = f"the update reached {acknowledged} of {wanted} replicas in time"
+            done.set_exception(NotReplicated(job, note))
+        else:
+            done.set_result(job)
+
+
 def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -233,7 +257,7 @@ class RedisStore(Store):
         )  # fmt: skip
         self._heartbeat: asyncio.Task[None] | None = None
         self._waiting: dict[str, list[Pending]] = {}  # job id -> updates not yet sent
-        self._writers: dict[str, asyncio.Task[None]] = {}
+        self._writer: asyncio.Task[None] | None = None
         self._known: dict[str, Job | None] = {}  # job id -> last state seen (oldest first)
         self._apply = self.redis.register_script(APPLY)
         self._append_logs = self.redis.register_script(APPEND_LOGS)
@@ -265,70 +289,96 @@ class RedisStore(Store):
     async def apply(self, job_id: str, mutate: Mutation, idempotency_key: str | None = None) -> Job:
         done: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(job_id, []).append((mutate, idempotency_key, done))
-        if job_id not in self._writers:
-            self._writers[job_id] = asyncio.create_task(self._write(job_id))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write(), name="switchboard-redis-writer")
         return await done
 
-    async def _write(self, job_id: str) -> None:
-        """Commit what waits for one job, a batch per round trip, until nothing does."""
-        try:
-            while batch := self._waiting.pop(job_id, []):
-                try:
-                    async with _reachable():
-                        await self._commit(job_id, batch[:MAX_BATCH])
-                except Exception as exc:  # StoreUnavailable, or a bug: every waiter hears
+    async def _write(self) -> None:
+        """Commit what waits, one pipeline per round trip (a script per job, with that
+        job's waiting updates in order), until nothing waits."""
+        tries: dict[str, int] = {}
+        while self._waiting:
+            batches: dict[str, list[Pending]] = {}
+            for job_id in list(self._waiting)[:MAX_JOBS]:
+                waiting = self._waiting.pop(job_id)
+                batches[job_id] = waiting[:MAX_BATCH]
+                if len(waiting) > MAX_BATCH:
+                    self._waiting[job_id] = waiting[MAX_BATCH:]
+            try:
+                async with _reachable():
+                    again = await self._commit(batches)
+            except Exception as exc:  # StoreUnavailable, or a bug: every waiter hears
+                for job_id, batch in batches.items():
                     self._known.pop(job_id, None)  # what is stored is unknown now
-                    for _, _, done in batch[:MAX_BATCH]:
-                        if not done.done():
-                            done.set_exception(exc)
-                if len(batch) > MAX_BATCH:
-                    self._waiting[job_id] = batch[MAX_BATCH:] + self._waiting.get(job_id, [])
-        finally:
-            del self._writers[job_id]
+                    _fail(batch, exc)
+                continue
+            for job_id in batches:
+                if job_id not in again:
+                    tries.pop(job_id, None)
+                elif (tried := tries.get(job_id, 0) + 1) >= MAX_TRIES:
+                    tries.pop(job_id)
+                    _fail(batches[job_id], StoreUnavailable(f"job {job_id!r} is too contended"))
+                else:  # first in line again, ahead of what arrived meanwhile
+                    tries[job_id] = tried
+                    self._waiting[job_id] = batches[job_id] + self._waiting.pop(job_id, [])
 
-    async def _commit(self, job_id: str, batch: list[Pending]) -> None:
-        keys = [self.key("job", job_id), self.key("events", job_id), self.key("jobs")]
-        keys += [self.key("status", status) for status in STATUSES]
-        if job_id in self._known:
-            current = self._known[job_id]
-        else:
-            raw = await self.redis.get(keys[0])
-            current = cast(Job, json.loads(raw)) if raw else None
-        for _ in range(MAX_TRIES):
-            state = current
-            writes: list[tuple[Job, str | None]] = []
-            answers: list[tuple[asyncio.Future[Job], Job | Exception]] = []
-            for mutate, idempotency_key, done in batch:
-                try:
-                    job = mutate(state)
-                except Exception as exc:  # an ApiError (409): nothing to write for it
-                    answers.append((done, exc))
-                    continue
-                state = job
-                writes.append((job, idempotency_key))
-                answers.append((done, job))
-            acknowledged = self.replicas
-            if writes:
-                keys[8:] = [self.key("idem", key) if key else "" for _, key in writes]
-                written = await self._run_apply(keys, self._apply_args(job_id, current, writes))
-                if written[0] != 1:  # another process wrote first: compute again from its state
-                    current = cast(Job, json.loads(written[1])) if written[1] else None
-                    self._known[job_id] = current
-                    continue
-                self._remember_job(job_id, state)
-                acknowledged = written[1]
-            for done, outcome in answers:
-                if done.done():
-                    continue
-                if isinstance(outcome, Exception):
-                    done.set_exception(outcome)
-                elif acknowledged < self.replicas:  # committed, but a failover may lose it
-                    note = f"the update reached {acknowledged} of {self.replicas} replicas in time"
-                    done.set_exception(NotReplicated(outcome, note))
+    async def _commit(self, batches: dict[str, list[Pending]]) -> set[str]:
+        """One round trip for the batches (two when some jobs are not known here): the
+        jobs to try again because another process wrote them first."""
+        unknown = [job_id for job_id in batches if job_id not in self._known]
+        if unknown:
+            raws = await self.redis.mget([self.key("job", job_id) for job_id in unknown])
+            for job_id, raw in zip(unknown, raws, strict=True):
+                self._remember_job(job_id, cast(Job, json.loads(raw)) if raw else None)
+        sent: list[tuple[str, Job | None, list[Answer]]] = []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, batch in batches.items():
+                current = self._known.get(job_id)
+                state, answers = self._compute(current, batch)
+                writes = [(job, key) for job, key, _ in answers if not isinstance(job, Exception)]
+                if writes:
+                    keys = [self.key("job", job_id), self.key("events", job_id), self.key("jobs")]
+                    keys += [self.key("status", status) for status in STATUSES]
+                    keys += [self.key("idem", key) if key else "" for _, key in writes]
+                    args = self._apply_args(job_id, current, writes)
+                    pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
+                    sent.append((job_id, state, answers))
                 else:
-                    done.set_result(outcome)
-            return
-        raise StoreUnavailable(f"job {job_id!r} is too contended, try again")
+                    _answer(answers, self.replicas, self.replicas)
+            if sent and self.replicas:
+                pipe.wait(self.replicas, REPLICA_WAIT_MS)
+            results = await pipe.execute(raise_on_error=False) if sent else []
+        acknowledged = results.pop() if sent and self.replicas else self.replicas
+        if isinstance(acknowledged, Exception):
+            raise acknowledged
+        again = set()
+        for (job_id, state, answers), result in zip(sent, results, strict=True):
+            if isinstance(result, NoScriptError):  # Redis restarted: load it, try again
+                await self.redis.script_load(APPLY)
+                again.add(job_id)
+            elif isinstance(result, Exception):
+                raise result
+            elif result[0] != 1:  # another process wrote first: compute again from its state
+                self._remember_job(job_id, cast(Job, json.loads(result[1])) if result[1] else None)
+                again.add(job_id)
+            else:
+                self._remember_job(job_id, state)
+                _answer(answers, acknowledged, self.replicas)
+        return again
+
+    @staticmethod
+    def _compute(current: Job | None, batch: list[Pending]) -> tuple[Job | None, list[Answer]]:
+        """Each update applied in turn to the state before it (the rule every store shares):
+        the last state, and per update its job (or refusal), key and waiter."""
+        state, answers = current, list[Answer]()
+        for mutate, idempotency_key, done in batch:
+            try:
+                state = mutate(state)
+            except Exception as exc:  # an ApiError (409): nothing to write for it
+                answers.append((exc, idempotency_key, done))
+            else:
+                answers.append((state, idempotency_key, done))
+        return state, answers
 
     def _apply_args(
         self, job_id: str, current: Job | None, writes: list[tuple[Job, str | None]]
@@ -345,23 +395,27 @@ class RedisStore(Store):
             args += [_dumps(job), job["seq"], _score(job["updated_at"]), status, answer]
         return args
 
-    async def _run_apply(self, keys: list[str], args: list[Any]) -> list[Any]:
-        """The APPLY script's answer; on success its second item is the replicas that
-        acknowledged."""
-        answer, acknowledged = await self._replicated(self._apply, keys, args)
-        return [1, acknowledged] if answer[0] == 1 else answer
-
     async def _replicated(
         self, script: Any, keys: list[str], args: list[Any]
     ) -> tuple[list[Any], int]:
         """A writing script, then WAIT for replicas on the same connection when asked: its
-        answer, and the replicas that acknowledged (the asked number when none is asked)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            if self.replicas:
+        answer, and the replicas that acknowledged (0 when none is asked).
+        EVALSHA by hand: redis-py's pipeline would ask SCRIPT EXISTS first, every time."""
+        if not self.replicas:
+            return list(await script(keys=keys, args=args)), 0
+        for attempt in range(2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
                 pipe.wait(self.replicas, REPLICA_WAIT_MS)
-            answer, *acknowledged = await pipe.execute()
-        return list(answer), acknowledged[0] if acknowledged else self.replicas
+                answer, acknowledged = await pipe.execute(raise_on_error=False)
+            if isinstance(answer, NoScriptError) and not attempt:  # Redis restarted
+                await self.redis.script_load(script.script)
+                continue
+            for outcome in (answer, acknowledged):
+                if isinstance(outcome, Exception):
+                    raise outcome
+            break
+        return list(answer), acknowledged
 
     def _remember_job(self, job_id: str, job: Job | None) -> None:
         """The state this process last committed or saw, to compute the next update from."""
