@@ -11,12 +11,16 @@ Cancel: a client whose token grants `cancel` emits `cancel` on /job while a task
 The bridge learns it from the answer to the task's next report, or (a task that does not
 report) by asking Switchboard, stops the task the queue's way, and the subscriber sees
 exactly the progress, the cancel request, then `cancelled`; the worker goes on.
+
+Logs: with `capture_logs` on, what a task logs reaches the subscriber as `job:log` lines,
+exactly those records and in order, between `running` and the job's end; with it off, none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import pickle
 import re
@@ -79,6 +83,13 @@ EXPECTED: dict[str, list[Pair]] = {
         ("succeeded", 100),
     ],
 }
+# The `logs` task's records: one a line of 10,005 bytes, clipped to 8 KiB in the middle of an é.
+TEXTS = ("first line", "non-ASCII: 漢字 ü ✓ 🚀", "long " + "é" * 5000)
+CAPTURED = [
+    ("log", "INFO bridges.tasks: first line"),
+    ("log", "WARNING bridges.tasks: non-ASCII: 漢字 ü ✓ 🚀"),
+    ("log", "ERROR bridges.tasks: long " + "é" * 4081 + "…"),  # 8,191 bytes of UTF-8
+]
 CANCELLED_MESSAGE = {
     "celery": "terminated (SIGTERM)",
     "rq": "stopped",
@@ -93,11 +104,16 @@ CANCELLED_MESSAGE = {
 @dataclass
 class Subscriber:
     """A python-socketio client on /job that records every event of the jobs it watches,
-    in arrival order, and resubscribes from the last seq after a reconnect."""
+    in arrival order, and resubscribes from the last seq after a reconnect. For a job
+    watched with `logs`, also its lines: `timeline` has ("status", status) for each event
+    and (stream, text) for each line as they arrived, `batches` the texts of each `job:log`
+    (these are not resumed after a reconnect)."""
 
     url: str
     auth: dict[str, str] | None = None
     arrived: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    timeline: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    batches: dict[str, list[list[str]]] = field(default_factory=dict)
     sio: socketio.AsyncClient = field(init=False)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     connects: int = 0
@@ -110,6 +126,7 @@ class Subscriber:
             handle_sigint=False,
         )
         self.sio.on("job:update", self._live, namespace="/job")
+        self.sio.on("job:log", self._lines, namespace="/job")
         self.sio.on("connect", self._connected, namespace="/job")
 
     async def start(self) -> None:
@@ -125,13 +142,16 @@ class Subscriber:
     def last(self, job_id: str) -> int:
         return max((event["seq"] for event in self.arrived.get(job_id, [])), default=0)
 
-    async def watch(self, job_id: str) -> None:
+    async def watch(self, job_id: str, logs: bool = False) -> None:
         self.arrived.setdefault(job_id, [])
-        since = self.last(job_id)
-        ack = await self.sio.call(
-            "subscribe", {"job_id": job_id, "since": since}, namespace="/job", timeout=10
-        )
+        request: dict[str, Any] = {"job_id": job_id, "since": self.last(job_id)}
+        if logs:
+            self.timeline[job_id], self.batches[job_id] = [], []
+            request["log_since"] = 0
+        ack = await self.sio.call("subscribe", request, namespace="/job", timeout=10)
         assert ack["ok"], ack
+        if ack.get("logs"):
+            await self._lines({"job_id": job_id, "lines": ack["logs"]})
         for event in ack["missed"]:
             self.arrived[job_id].append(event)
         job = ack["job"]
@@ -147,6 +167,14 @@ class Subscriber:
     async def _live(self, event: dict[str, Any]) -> None:
         if event["id"] in self.arrived:
             self.arrived[event["id"]].append(event)
+        if event["id"] in self.timeline:
+            self.timeline[event["id"]].append(("status", event["status"]))
+
+    async def _lines(self, batch: dict[str, Any]) -> None:
+        if batch["job_id"] in self.timeline:
+            lines = batch["lines"]
+            self.timeline[batch["job_id"]] += [(line["stream"], line["text"]) for line in lines]
+            self.batches[batch["job_id"]].append([line["text"] for line in lines])
 
     async def _connected(self) -> None:
         self.connects += 1
@@ -252,7 +280,7 @@ class Worker:
 def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
     workers: list[Worker] = []
 
-    def start(name: str, argv: list[str], switchboard: str, broker: str) -> Worker:
+    def start(name: str, argv: list[str], switchboard: str, broker: str, **extra: str) -> Worker:
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
@@ -260,6 +288,7 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
             "SWITCHBOARD_ADMIN_TOKEN": ADMIN,
             "SWITCHBOARD_EXIT_TIMEOUT": "2",
             "BRIDGE_REDIS_URL": broker,
+            **extra,
         }
         log = tmp_path / f"{name}-worker-{len(workers)}.log"
         with log.open("wb") as sink:
@@ -511,6 +540,63 @@ async def test_every_outcome_reaches_a_subscriber_in_order(
     assert flaky[3]["message"].startswith("started"), flaky[3]
     assert flaky[-1]["data"] == {"result": "ok"}
     assert slow[-1]["message"] == CANCELLED_MESSAGE[queue]
+
+
+@pytest.mark.parametrize("queue", QUEUES)
+async def test_a_task_s_log_records_arrive_as_lines_before_its_end(
+    queue: str,
+    start_redis: Callable[[], RedisProcess],
+    spawn_server: Callable[..., ServerProcess],
+    start_worker: Callable[..., Worker],
+    drivers: Callable[[str, str], Driver],
+    subscribers: Callable[[str], Any],
+) -> None:
+    """The same task on two workers, each on a redis-server of its own: one captures."""
+    server = spawn_server("--store", "memory://")
+    subscriber: Subscriber = await subscribers(server.url)
+    ids = job_ids(queue, "on", "off")
+    workers: dict[str, Worker] = {}
+    for capture, job in ids.items():
+        broker = start_redis()
+        driver = drivers(queue, broker.url)
+        flag = "1" if capture == "on" else "0"
+        workers[capture] = start_worker(
+            queue, driver.argv, server.url, broker.url, BRIDGE_CAPTURE_LOGS=flag
+        )
+        await subscriber.watch(job, logs=True)
+        await driver.enqueue("logs", job, *TEXTS)
+    for capture, job in ids.items():
+        await subscriber.wait_finished(job, workers[capture].logs)
+
+    on, off = (subscriber.timeline[ids[capture]] for capture in ("on", "off"))
+    assert on == [("status", "running"), *CAPTURED, ("status", "succeeded")], workers["on"].logs()
+    assert off == [("status", "running"), ("status", "succeeded")], workers["off"].logs()
+
+
+async def test_concurrent_arq_jobs_keep_their_own_lines(
+    start_redis: Callable[[], RedisProcess],
+    spawn_server: Callable[..., ServerProcess],
+    start_worker: Callable[..., Worker],
+    drivers: Callable[[str, str], Driver],
+    subscribers: Callable[[str], Any],
+) -> None:
+    """Two jobs log in turns in one arq worker: each asyncio task's records are its own."""
+    broker = start_redis()
+    server = spawn_server("--store", "memory://")
+    driver = drivers("arq", broker.url)
+    worker = start_worker("arq", driver.argv, server.url, broker.url, BRIDGE_CAPTURE_LOGS="1")
+    subscriber: Subscriber = await subscribers(server.url)
+    ids = job_ids("arq", "a", "b")
+    key, count = uuid.uuid4().hex, 20
+    for job in ids.values():
+        await subscriber.watch(job, logs=True)
+        await driver.enqueue("chatty", job, key, count)
+    for job in ids.values():
+        await subscriber.wait_finished(job, worker.logs)
+    for job in ids.values():
+        lines = [("log", f"INFO bridges.tasks: {job}: line {n}") for n in range(count)]
+        expected = [("status", "running"), *lines, ("status", "succeeded")]
+        assert subscriber.timeline[job] == expected, worker.logs()
 
 
 class Blackhole:
@@ -857,6 +943,107 @@ async def test_a_full_queue_drops_progress_first_and_terminal_last(
             c: [("succeeded", None)],
             d: [("succeeded", None)],
         }
+    finally:
+        await asyncio.to_thread(sender.close, 1)
+
+
+async def test_captured_lines_go_in_order_in_batches_and_only_the_task_s(
+    start_server: StartServer, subscribers: Callable[[str], Any]
+) -> None:
+    """The shared part, alone: the records one thread makes while it captures, and no
+    others, clipped, posted a job's consecutive lines at a time between its updates; the
+    capture ends with the job's terminal update, and its handler leaves the logger."""
+    server = await start_server()
+    subscriber: Subscriber = await subscribers(server.url)
+    run = uuid.uuid4().hex[:8]
+    job, other = f"capture-{run}", f"other-{run}"
+    await subscriber.watch(job, logs=True)
+    sender = bridge.Bridge()  # all is queued while it cannot reach Switchboard
+    sender.configure(f"http://127.0.0.1:{free_port()}", ADMIN, max_delay=0.2)
+    tasks = logging.getLogger(f"tasks-{run}")
+    tasks.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+
+    def task() -> None:
+        sender.submit(bridge.Update(job, {"status": "running"}))
+        sender.capture(job, bridge.CaptureLogs(formatter=logging.Formatter("%(message)s")))
+        assert len(root.handlers) == len(handlers) + 1
+        tasks.info("one")
+        sender.submit(bridge.Update(other, {"status": "running"}))  # not the job's: passed
+        tasks.warning("two")
+        tasks.debug("below the level")
+        logging.getLogger("httpx").warning("the HTTP client's")
+        logging.getLogger("switchboard.bridge").warning("the bridge's")
+        elsewhere = threading.Thread(target=tasks.warning, args=("another thread's",))
+        elsewhere.start()
+        elsewhere.join()
+        sender.submit(bridge.Update(job, {"progress": 50}))  # the next batch comes after it
+        tasks.error("三" * 3000)  # 9,000 bytes
+        sender.submit(bridge.Update(job, {"status": "succeeded"}))  # ends the capture
+        tasks.warning("after the end")
+
+    try:
+        await asyncio.to_thread(task)
+        assert root.handlers == handlers
+        sender.configure(server.url)  # Switchboard is there now
+        assert await asyncio.to_thread(sender.flush, 10), sender.stats()
+        await subscriber.wait_finished(job, lambda: str(sender.stats()))
+        clipped = "三" * 2729 + "…"  # 8,190 bytes: cut at a character, within 8 KiB
+        assert subscriber.batches[job] == [["one", "two"], [clipped]]
+        assert subscriber.timeline[job] == [
+            ("status", "running"),
+            ("log", "one"),
+            ("log", "two"),
+            ("status", "running"),  # progress 50
+            ("log", clipped),
+            ("status", "succeeded"),
+        ]
+        stats = sender.stats()
+        assert (stats["sent"], stats["sent_lines"], stats["discarded"]) == (4, 3, 0), stats
+    finally:
+        await asyncio.to_thread(sender.close, 1)
+
+
+async def test_a_full_queue_drops_log_lines_before_updates(
+    start_server: StartServer,
+    subscribers: Callable[[str], Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The oldest line goes first, with the usual warning, which is logged in the task's
+    context (inside the capture's own handler) and must not be captured itself."""
+    server = await start_server()
+    subscriber: Subscriber = await subscribers(server.url)
+    job = f"full-lines-{uuid.uuid4().hex[:8]}"
+    await subscriber.watch(job, logs=True)
+    sender = bridge.Bridge()
+    sender.configure(f"http://127.0.0.1:{free_port()}", ADMIN, max_queue=3, max_delay=0.2)
+
+    def task() -> None:
+        sender.submit(bridge.Update(job, {"status": "running"}))  # in flight, stuck
+        deadline = time.monotonic() + 10
+        while sender.stats()["failed_attempts"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sender.capture(job, bridge.CaptureLogs(formatter=logging.Formatter("%(message)s")))
+        for n in range(5):  # from the fourth on, each drops the oldest line
+            logging.getLogger("tasks").warning("line %d", n)
+        sender.submit(bridge.Update(job, {"status": "succeeded"}))  # so does this one
+
+    try:
+        await asyncio.to_thread(task)
+        stats = sender.stats()
+        assert (stats["dropped_lines"], stats["dropped"], stats["queued"]) == (3, 0, 4), stats
+        assert "queue full" in caplog.text
+        sender.configure(server.url)
+        assert await asyncio.to_thread(sender.flush, 10), sender.stats()
+        await subscriber.wait_finished(job, lambda: str(sender.stats()))
+        assert subscriber.timeline[job] == [
+            ("status", "running"),
+            ("log", "line 3"),
+            ("log", "line 4"),
+            ("status", "succeeded"),
+        ]
     finally:
         await asyncio.to_thread(sender.close, 1)
 

@@ -16,7 +16,10 @@ Each function is wrapped (its name is kept): start -> running, return -> succeed
 result in `data` when it is small JSON), an exception -> failed, `raise Retry` -> a
 "retrying" message (failed once max_tries is spent), Job.abort() -> cancelled, a timeout
 -> failed. The worker's after_job_end and on_shutdown hooks are chained, not replaced.
-A job aborted before it starts never runs, so it is not reported.
+A job aborted before it starts never runs, so it is not reported. `install(…,
+capture_logs=True)` also turns what a job logs into log lines of it (see
+`bridge.CaptureLogs`): the records made in its own asyncio task, so concurrent jobs of a
+worker keep their own lines.
 
 A Switchboard cancel of a running job: from then on `report()` raises `Cancelled`, and
 with `allow_abort_jobs = True` the bridge also calls `Job.abort()`, so a job that does not
@@ -68,11 +71,14 @@ def install(
     *,
     job_id: JobId | None = None,
     max_queue: int | None = None,
+    capture_logs: bridge.CaptureOption = False,
 ) -> None:
-    """Report every function of an arq WorkerSettings (class or dict), in place."""
+    """Report every function of an arq WorkerSettings (class or dict), in place.
+    `capture_logs`: True (INFO and above), a level, or a `bridge.CaptureLogs`."""
     bridge.configure(url, token, max_queue=max_queue)
     get, put = _accessors(settings)
     job_for = _job_for(job_id or default_job_id)
+    capture = bridge.CaptureLogs.of(capture_logs)
     default_tries = get("max_tries") or DEFAULT_MAX_TRIES
     retries = get("retry_jobs") is not False  # when off, arq fails a job that raises Retry
     queue = (get("queue_name") or default_queue_name) if get("allow_abort_jobs") else None
@@ -83,7 +89,7 @@ def install(
             dataclasses.replace(
                 f,
                 coroutine=_wrap(
-                    f, job_for, (f.max_tries or default_tries) if retries else 1, queue
+                    f, job_for, (f.max_tries or default_tries) if retries else 1, queue, capture
                 ),
             )
             for f in functions
@@ -126,7 +132,13 @@ def _job_for(job_id: JobId) -> JobFor:
     return job_for
 
 
-def _wrap(function: Function, job_for: JobFor, max_tries: int, queue: str | None) -> Any:
+def _wrap(
+    function: Function,
+    job_for: JobFor,
+    max_tries: int,
+    queue: str | None,
+    capture: bridge.CaptureLogs | None,
+) -> Any:
     """`queue`: the worker's queue when it allows aborting jobs, else None."""
     coroutine = function.coroutine
     if getattr(coroutine, "_switchboard", False):
@@ -142,6 +154,7 @@ def _wrap(function: Function, job_for: JobFor, max_tries: int, queue: str | None
         try:
             bridge.watch(target, stop)
             bridge.started(target, attempt=ctx.get("job_try"))
+            bridge.capture(target, capture)  # in this job's own asyncio task only
             try:
                 result = await coroutine(ctx, *args, **kwargs)
             except Cancelled:
@@ -162,6 +175,7 @@ def _wrap(function: Function, job_for: JobFor, max_tries: int, queue: str | None
             bridge.succeeded(target, result)
             return result
         finally:
+            bridge.release()
             bridge.unwatch(target)
             _current.reset(token)
 

@@ -13,9 +13,16 @@ Cancel: the bridge `watch`es the jobs this process runs. It learns that one was 
 stop from the answer to any update it posts, and by asking Switchboard (one GET per job)
 about a watched job it has heard nothing of for `poll_interval` seconds (1 s). Then
 `check(job)` raises `Cancelled` (each queue's `report()` calls it), the job's queued
-progress is discarded, and the queue's own stop is called once, on its own thread. Once a
-job's terminal update is queued, nothing more of that job is sent (until it is watched
-again).
+progress is discarded (not its log lines), and the queue's own stop is called once, on its
+own thread. Once a job's terminal update is queued, nothing more of that job is sent (until
+it is watched again).
+
+Logs, when a queue's install is given `capture_logs=`: while a task runs, the records
+logged in its context (its thread, or its asyncio task) that reach the chosen logger become
+log lines of its job (stream "log"). They share the queue with the job's updates, so they
+are posted in order, a job's consecutive lines in one request, and before its terminal
+update, whose queueing ends the capture. The bridge's own records and those of the HTTP
+client it posts with are never captured.
 
     from switchboard_client import bridge
     bridge.configure("http://127.0.0.1:8001", token="change-me")
@@ -36,8 +43,9 @@ import time
 import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 # httpx imports httpcore when the first client is made, which here is on the sender
 # thread. A worker that forks (Celery's pool replacing a terminated process, RQ's horse)
@@ -58,6 +66,13 @@ EXIT_TIMEOUT = 5.0  # seconds spent delivering what is left at exit ($SWITCHBOAR
 POLL_INTERVAL = 1.0  # seconds: a quiet running job is asked about ($SWITCHBOARD_CANCEL_POLL)
 POLL_TIMEOUT = 2.0  # seconds for one such GET (never retried: the next round asks again)
 FINISHED_MEMORY = 1000  # jobs whose terminal update was queued, remembered to refuse stragglers
+LINE_LIMIT = 8 * 1024  # the server's limit for one log line, in bytes of UTF-8
+BATCH_LINES = 1000  # the server's limit of log lines per request
+BATCH_BYTES = 512 * 1024  # of JSON per request of log lines (the server takes 1 MiB)
+LOG_STREAM = "log"  # the stream of captured lines
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# Never captured: the bridge's own records, and those of the HTTP client it posts with.
+UNCAPTURED = ("switchboard.bridge", "httpx", "httpcore", "h11")
 
 Stop = Callable[[dict[str, Any]], None]  # called once with the job when a cancel is seen
 
@@ -76,13 +91,74 @@ class Update:
     def progress_only(self) -> bool:
         return "status" not in self.fields
 
-    def line(self) -> bytes:
+    @property
+    def what(self) -> str:
+        return f"an update ({self.fields.get('status', 'progress')})"
+
+    def encode(self) -> bytes:
         return json.dumps({"job_id": self.job_id, "fields": self.fields, "key": self.key}).encode()
 
-    @classmethod
-    def parse(cls, line: bytes) -> Update:
-        raw = json.loads(line)
-        return cls(str(raw["job_id"]), dict(raw["fields"]), str(raw["key"]))
+    def send(self, admin: Admin) -> Any:
+        return admin.update_job(self.job_id, idempotency_key=self.key, **self.fields)
+
+
+@dataclass
+class Line:
+    """One log line of a job, clipped to LINE_LIMIT."""
+
+    job_id: str
+    text: str
+    stream: str = LOG_STREAM
+    size: int = field(init=False)  # bytes of JSON in a request's body
+    terminal: ClassVar[bool] = False
+    progress_only: ClassVar[bool] = False
+    what: ClassVar[str] = "a log line"
+
+    def __post_init__(self) -> None:
+        self.text = clip(self.text)
+        self.size = len(json.dumps(self.text, ensure_ascii=False).encode()) + len(self.stream) + 24
+
+    def encode(self) -> bytes:
+        data = {"job_id": self.job_id, "line": self.text, "stream": self.stream}
+        return json.dumps(data).encode()
+
+
+Item = Update | Line  # what the queue holds
+
+
+def decode(raw: bytes) -> Item:
+    """An item as a forked child wrote it to the pipe (`encode`)."""
+    data = json.loads(raw)
+    if "line" in data:
+        return Line(str(data["job_id"]), str(data["line"]), str(data["stream"]))
+    return Update(str(data["job_id"]), dict(data["fields"]), str(data["key"]))
+
+
+@dataclass
+class Batch:
+    """Consecutive lines of one job, posted in one request with one Idempotency-Key."""
+
+    job_id: str
+    lines: list[Line]
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
+    terminal: ClassVar[bool] = False
+
+    @property
+    def what(self) -> str:
+        return f"{len(self.lines)} log line(s)"
+
+    def send(self, admin: Admin) -> Any:
+        lines = [{"text": line.text, "stream": line.stream} for line in self.lines]
+        return admin.log(self.job_id, lines, idempotency_key=self.key)
+
+
+def clip(text: str, limit: int = LINE_LIMIT) -> str:
+    """`text` in at most `limit` bytes of UTF-8: cut at a character boundary, ending in "…".
+    A lone surrogate, which UTF-8 cannot encode, becomes "?"."""
+    data = text.encode("utf-8", "replace")
+    if len(data) <= limit:
+        return data.decode()
+    return data[: limit - len("…".encode())].decode("utf-8", "ignore") + "…"
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -117,8 +193,8 @@ class Bridge:
     def _reset(self) -> None:
         """A fresh, empty state: at start, and in a forked child (the parent keeps its queue)."""
         self._cond = threading.Condition()
-        self._queue: deque[Update] = deque()
-        self._inflight: Update | None = None
+        self._queue: deque[Item] = deque()
+        self._inflight: Update | Batch | None = None
         self._thread: threading.Thread | None = None
         self._admin: Admin | None = None
         self._poller: Admin | None = None  # for the GETs: no retries, a short timeout
@@ -130,12 +206,15 @@ class Bridge:
         self._quiet_until = 0.0  # no polls before this (Switchboard did not answer one)
         self._stats: dict[str, Any] = {
             "sent": 0,
+            "sent_lines": 0,
             "failed_attempts": 0,
             "dropped": 0,
             "dropped_terminal": 0,
+            "dropped_lines": 0,
             "rejected": 0,
             "forwarded": 0,
-            "discarded": 0,  # updates of a job after its cancel was seen or it ended
+            # a job's updates once its cancel was seen, and anything of it after its end
+            "discarded": 0,
             "polls": 0,
             "cancels": 0,
             "last_error": None,
@@ -173,27 +252,33 @@ class Bridge:
 
     # -- the task's side: never blocks on Switchboard ----------------------
 
-    def submit(self, update: Update) -> None:
+    def submit(self, item: Item) -> None:
+        if item.terminal:
+            release(item.job_id)  # the job's lines are queued: none may follow its end
         with self._cond:
             if self._forward is not None:
-                self._write(update)
+                self._write(item)
                 return
-            job_id = update.job_id
+            job_id = item.job_id
             watched = self._watched.get(job_id)
+            cancelled = watched is not None and watched.cancel is not None
+            # After a cancel, the job's lines still go: only its non-terminal updates stop.
             if job_id in self._finished or (
-                watched is not None and watched.cancel is not None and not update.terminal
+                cancelled and isinstance(item, Update) and not item.terminal
             ):
                 self._stats["discarded"] += 1
                 log.debug(
-                    "switchboard bridge: job %s is cancelled or ended; update discarded", job_id
+                    "switchboard bridge: job %s is cancelled or ended; %s discarded",
+                    job_id,
+                    item.what,
                 )
                 return
-            if update.terminal:
+            if item.terminal:
                 self._watched.pop(job_id, None)
                 self._finished[job_id] = None
                 if len(self._finished) > FINISHED_MEMORY:
                     self._finished.popitem(last=False)
-            self._queue.append(update)
+            self._queue.append(item)
             if len(self._queue) > self.max_queue:
                 self._drop_one()
             self._start()
@@ -246,7 +331,9 @@ class Bridge:
                 return
             watched.cancel = job
             self._stats["cancels"] += 1
-            kept = deque(u for u in self._queue if u.job_id != job_id or u.terminal)
+            kept = deque(
+                u for u in self._queue if u.job_id != job_id or u.terminal or isinstance(u, Line)
+            )
             self._stats["discarded"] += len(self._queue) - len(kept)
             self._queue = kept
             stop = watched.stop
@@ -260,6 +347,7 @@ class Bridge:
 
     @staticmethod
     def _stop(stop: Stop, job_id: str, job: dict[str, Any]) -> None:
+        _internal.active = True
         try:
             stop(job)
         except Exception:
@@ -310,40 +398,46 @@ class Bridge:
             self._heard(job_id, job)
 
     def _drop_one(self) -> None:
-        """The oldest progress-only update, else the oldest non-terminal, else the oldest."""
+        """The oldest progress-only update, else the oldest log line, else the oldest
+        non-terminal update, else the oldest."""
         queue = self._queue
-        victim = next((u for u in queue if u.progress_only), None)
-        victim = victim or next((u for u in queue if not u.terminal), None) or queue[0]
+        victim = (
+            next((u for u in queue if u.progress_only), None)
+            or next((u for u in queue if isinstance(u, Line)), None)
+            or next((u for u in queue if not u.terminal), None)
+            or queue[0]
+        )
         queue.remove(victim)
-        counter = "dropped_terminal" if victim.terminal else "dropped"
-        self._stats[counter] += 1
+        self._stats[_drop_counter(victim)] += 1
         now = time.monotonic()
         if victim.terminal or now - self._last_warning > 1.0:
             self._last_warning = now
             log.warning(
-                "switchboard bridge queue full (%d): dropped an update of job %s (%s); "
-                "%d dropped so far, %d of them terminal",
+                "switchboard bridge queue full (%d): dropped %s of job %s; "
+                "%d updates dropped so far (%d of them terminal), %d log lines",
                 self.max_queue,
+                victim.what,
                 victim.job_id,
-                victim.fields.get("status", "progress"),
                 self._stats["dropped"] + self._stats["dropped_terminal"],
                 self._stats["dropped_terminal"],
+                self._stats["dropped_lines"],
             )
 
-    def _write(self, update: Update) -> None:
+    def _write(self, item: Item) -> None:
         assert self._forward is not None
-        data = update.line() + b"\n"
+        data = item.encode() + b"\n"
         try:
             while data:
                 data = data[os.write(self._forward, data) :]
             self._stats["forwarded"] += 1
         except OSError as exc:
-            self._stats["dropped_terminal" if update.terminal else "dropped"] += 1
-            log.warning("switchboard bridge: could not hand an update to the parent: %s", exc)
+            self._stats[_drop_counter(item)] += 1
+            log.warning("switchboard bridge: could not hand %s to the parent: %s", item.what, exc)
 
     # -- the sender thread -------------------------------------------------
 
     def _run(self) -> None:
+        _internal.active = True
         delay = 0.0
         while True:
             with self._cond:
@@ -359,8 +453,8 @@ class Bridge:
                 if not due and delay == 0.0:  # polls wait while Switchboard is unreachable
                     due = self._due()
                 if self._inflight is None and self._queue:
-                    self._inflight = self._queue.popleft()
-                update = self._inflight
+                    self._inflight = self._take()
+                request = self._inflight
                 admin = self._admin
                 if admin is None:
                     admin = self._admin = Admin(
@@ -368,9 +462,9 @@ class Bridge:
                     )
             if due:
                 self._poll(due)
-            if update is None:
+            if request is None:
                 continue
-            done = self._post(admin, update)
+            done = self._post(admin, request)
             with self._cond:
                 if done:
                     self._inflight = None
@@ -381,10 +475,30 @@ class Bridge:
                 delay = min(max(delay * 2, 0.2), self.max_delay)
                 time.sleep(delay)
 
-    def _post(self, admin: Admin, update: Update) -> bool:
-        """True when the update is settled: applied, or refused for good."""
+    def _take(self) -> Update | Batch:
+        """The next request: the oldest update, or the oldest line with the lines of its job
+        queued after it, up to that job's next update (other jobs' items keep their place)."""
+        head = self._queue.popleft()
+        if isinstance(head, Update):
+            return head
+        batch, size, passed = Batch(head.job_id, [head]), head.size, []
+        while self._queue and len(batch.lines) < BATCH_LINES:
+            item = self._queue.popleft()
+            if item.job_id != head.job_id:
+                passed.append(item)
+            elif isinstance(item, Update) or size + item.size > BATCH_BYTES:
+                passed.append(item)
+                break
+            else:
+                batch.lines.append(item)
+                size += item.size
+        self._queue.extendleft(reversed(passed))
+        return batch
+
+    def _post(self, admin: Admin, request: Update | Batch) -> bool:
+        """True when the request is settled: applied, or refused for good."""
         try:
-            job = admin.update_job(update.job_id, idempotency_key=update.key, **update.fields)
+            answer = request.send(admin)
         except SwitchboardError as exc:
             if exc.status == 0 or exc.status == 408 or exc.status in RETRY_STATUSES:
                 self._stats["failed_attempts"] += 1
@@ -394,16 +508,20 @@ class Bridge:
                 return False
             self._stats["rejected"] += 1
             level = logging.INFO if exc.code == "job_finished" else logging.WARNING
-            log.log(level, "switchboard refused an update of job %s: %s", update.job_id, exc)
+            what, job_id = request.what, request.job_id
+            log.log(level, "switchboard refused %s of job %s: %s", what, job_id, exc)
             return True
         except Exception:  # a bug must not kill the sender thread
             self._stats["rejected"] += 1
-            log.exception("switchboard bridge: update of job %s failed", update.job_id)
+            log.exception("switchboard bridge: %s of job %s failed", request.what, request.job_id)
             return True
-        self._stats["sent"] += 1
         self._stats["last_error"] = None
-        if not update.terminal:
-            self._heard(update.job_id, job)
+        if isinstance(request, Batch):
+            self._stats["sent_lines"] += len(request.lines)
+        else:
+            self._stats["sent"] += 1
+            if not request.terminal:
+                self._heard(request.job_id, answer)
         return True
 
     # -- shutdown and inspection -------------------------------------------
@@ -439,6 +557,16 @@ class Bridge:
         with self._cond:
             self._forward = fd
 
+    # -- log capture -----------------------------------------------------------
+
+    def capture(self, job_id: str, options: CaptureLogs | None) -> None:
+        """From now on, in this context (thread or asyncio task), the records that reach
+        `options.logger` become lines of `job_id`, until `release()` or the job's terminal
+        update. Call it after the job's first update, which creates the job."""
+        release()  # a capture left by a task that did not end cleanly
+        if options is not None:
+            _capturing.set(_Capture(job_id, self, options, _attach(options.logger or "")))
+
 
 class Relay:
     """Reads updates a child writes to a pipe and queues them in this process's bridge."""
@@ -450,13 +578,14 @@ class Relay:
         self.thread.start()
 
     def _run(self) -> None:
+        _internal.active = True
         buffer = b""
         try:
             while chunk := os.read(self.fd, 65536):
                 *lines, buffer = (buffer + chunk).split(b"\n")
                 for line in lines:
                     try:
-                        self.bridge.submit(Update.parse(line))
+                        self.bridge.submit(decode(line))
                     except (ValueError, KeyError, TypeError):
                         log.warning("switchboard bridge: unreadable line from a child: %r", line)
         except OSError as exc:
@@ -468,6 +597,114 @@ class Relay:
         """Wait for the child's end of the pipe to close (every line is queued by then)."""
         self.thread.join(timeout)
         return not self.thread.is_alive()
+
+
+def _drop_counter(item: Item) -> str:
+    if isinstance(item, Line):
+        return "dropped_lines"
+    return "dropped_terminal" if item.terminal else "dropped"
+
+
+# -- log capture: one shared handler per logger, a capture per task's context ----------------
+
+
+@dataclass(frozen=True)
+class CaptureLogs:
+    """What a bridge's `capture_logs=` captures: the records of `level` and above that reach
+    `logger` (None: the root logger) in a task's context, each formatted by `formatter` into
+    one line. A logger's own level still decides whether a record is made at all."""
+
+    level: int = logging.INFO
+    logger: str | None = None
+    formatter: logging.Formatter = field(default_factory=lambda: logging.Formatter(LOG_FORMAT))
+
+    @classmethod
+    def of(cls, option: CaptureOption) -> CaptureLogs | None:
+        """`capture_logs=` as given: False or None (off), True (INFO and above), a level,
+        or a CaptureLogs."""
+        if option is None or option is False:
+            return None
+        if option is True:
+            return cls()
+        if isinstance(option, CaptureLogs):
+            return option
+        if isinstance(option, int):
+            return cls(level=option)
+        raise TypeError(f"capture_logs: expected a bool, a level or CaptureLogs, not {option!r}")
+
+
+CaptureOption = bool | int | CaptureLogs | None
+
+
+class _Handler(logging.Handler):
+    """On one logger, while captures use it: a record made in the context of a capture on
+    this logger becomes a line of that capture's job. Never blocks: `submit` only queues."""
+
+    def __init__(self, logger: str) -> None:
+        super().__init__()
+        self.key = logger  # in _handlers
+        self.logger = logging.getLogger(logger)
+        self.users = 0  # the captures on it; it leaves the logger with the last one
+
+    def emit(self, record: logging.LogRecord) -> None:
+        capture = _capturing.get()
+        if (
+            capture is None
+            or capture.handler is not self
+            or record.levelno < capture.options.level
+            or getattr(_internal, "active", False)
+            or any(record.name == n or record.name.startswith(n + ".") for n in UNCAPTURED)
+        ):
+            return
+        _internal.active = True  # what submit logs (a full queue) is not captured
+        try:
+            text = capture.options.formatter.format(record)
+            capture.bridge.submit(Line(capture.job_id, text))
+        except Exception:
+            self.handleError(record)
+        finally:
+            _internal.active = False
+
+
+@dataclass
+class _Capture:
+    job_id: str
+    bridge: Bridge
+    options: CaptureLogs
+    handler: _Handler
+
+
+# The capture of the task running in this context: a thread's, or an asyncio task's own.
+_capturing: ContextVar[_Capture | None] = ContextVar("switchboard_capture", default=None)
+_internal = threading.local()  # .active: this thread does the bridge's own work now
+_handlers: dict[str, _Handler] = {}  # by logger name, "" for the root logger
+_handlers_lock = threading.Lock()
+
+
+def _attach(name: str) -> _Handler:
+    with _handlers_lock:
+        handler = _handlers.get(name)
+        if handler is None:
+            handler = _handlers[name] = _Handler(name)
+            handler.logger.addHandler(handler)
+        handler.users += 1
+        return handler
+
+
+def _detach(handler: _Handler) -> None:
+    with _handlers_lock:
+        handler.users -= 1
+        if handler.users == 0:
+            handler.logger.removeHandler(handler)
+            del _handlers[handler.key]
+
+
+def release(job_id: str | None = None) -> None:
+    """End the capture of this context (if it is of `job_id`, when given)."""
+    capture = _capturing.get()
+    if capture is not None and job_id in (None, capture.job_id):
+        _capturing.set(None)
+        _detach(capture.handler)
 
 
 # -- the process-wide bridge ---------------------------------------------------
@@ -509,6 +746,13 @@ def configure(
     )
 
 
+def capture(job_id: str, options: CaptureLogs | None) -> None:
+    """From now on, in this thread or asyncio task, the records that reach the logger of
+    `options` become log lines of `job_id` (None: capture nothing), until `release()` or
+    the job's terminal update."""
+    _bridge.capture(job_id, options)
+
+
 def submit(job_id: str, **fields: Any) -> None:
     """Queue one update of `job_id` (status, progress, message, data) and return at once."""
     _bridge.submit(Update(job_id, fields))
@@ -521,8 +765,9 @@ def flush(timeout: float | None = None) -> bool:
 
 
 def stats() -> dict[str, Any]:
-    """{"queued", "sent", "failed_attempts", "dropped", "dropped_terminal", "rejected",
-    "discarded" (after a cancel or the end), "polls", "cancels", ...}"""
+    """{"queued", "sent", "sent_lines", "failed_attempts", "dropped", "dropped_terminal",
+    "dropped_lines", "rejected", "discarded" (after a cancel or the end), "polls", "cancels",
+    ...}"""
     return _bridge.stats()
 
 

@@ -12,6 +12,8 @@ task_prerun -> running, task_success -> succeeded (the result in `data` when it 
 JSON), task_failure -> failed, task_revoked -> cancelled, task_retry -> a message. The job
 id is the task id unless `job_id(task)` says otherwise (None: do not report that task).
 `revoke(terminate=True)` needs the prefork pool: solo and threads cannot terminate a task.
+`install(app, capture_logs=True)` also turns what a task logs into log lines of its job
+(see `bridge.CaptureLogs`), from task_prerun until its end is reported (or task_postrun).
 
 A Switchboard cancel of a running task: from then on `report()` raises `Cancelled`, and in
 the prefork pool the bridge also sends `app.control.revoke(task_id, terminate=True)`, so
@@ -53,9 +55,10 @@ def default_job_id(task: Any) -> str | None:
 
 
 class _Installed:
-    def __init__(self, app: Any, job_id: JobId) -> None:
+    def __init__(self, app: Any, job_id: JobId, capture: bridge.CaptureLogs | None) -> None:
         self.app = app
         self.job_id = job_id
+        self.capture = capture
 
     def job_for(self, task: Any) -> str | None:
         if task is None or getattr(task, "app", None) is not self.app:
@@ -76,6 +79,7 @@ class _Installed:
             stop = self._revoker(str(task.request.id)) if _prefork.is_set() else None
             bridge.watch(job, stop)
             bridge.started(job, attempt=(task.request.retries or 0) + 1)
+            bridge.capture(job, self.capture)
 
     def _revoker(self, task_id: str) -> bridge.Stop:
         def stop(job: dict[str, Any]) -> None:
@@ -137,12 +141,14 @@ def install(
     *,
     job_id: JobId | None = None,
     max_queue: int | None = None,
+    capture_logs: bridge.CaptureOption = False,
 ) -> None:
-    """Report every task of `app` to Switchboard (call it where the app is defined)."""
+    """Report every task of `app` to Switchboard (call it where the app is defined).
+    `capture_logs`: True (INFO and above), a level, or a `bridge.CaptureLogs`."""
     global _worker_pid
     _worker_pid = os.getpid()
     bridge.configure(url, token, max_queue=max_queue)
-    installed = _Installed(app, job_id or default_job_id)
+    installed = _Installed(app, job_id or default_job_id, bridge.CaptureLogs.of(capture_logs))
     setattr(app, ATTRIBUTE, installed)
     uid = f"switchboard-{id(app)}"
     signals.task_prerun.connect(installed.prerun, weak=False, dispatch_uid=f"{uid}-prerun")
@@ -150,6 +156,7 @@ def install(
     signals.task_failure.connect(installed.failure, weak=False, dispatch_uid=f"{uid}-failure")
     signals.task_retry.connect(installed.retry, weak=False, dispatch_uid=f"{uid}-retry")
     signals.task_revoked.connect(installed.revoked, weak=False, dispatch_uid=f"{uid}-revoked")
+    signals.task_postrun.connect(_task_ended, weak=False, dispatch_uid="switchboard-postrun")
     for shutdown in (signals.worker_process_shutdown, signals.worker_shutdown):
         shutdown.connect(_flush, weak=False, dispatch_uid=f"switchboard-flush-{shutdown.name}")
     signals.worker_process_init.connect(
@@ -175,6 +182,10 @@ def report(
 
 def _flush(**_: Any) -> None:
     bridge.flush()
+
+
+def _task_ended(**_: Any) -> None:
+    bridge.release()  # a retry, say: no terminal update ended the capture
 
 
 def _in_pool_process(**_: Any) -> None:

@@ -18,6 +18,9 @@ Switchboard cancel: once it has seen it (in the answer to an update, or by askin
 job quiet for a second) `report()` raises `Cancelled` in the actor, which ends the job
 `cancelled` and is never retried (the middleware adds Cancelled to each actor's `throws`).
 An actor that does not call report() runs to its end.
+
+`capture_logs=True` also turns what an actor logs into log lines of its job (see
+`bridge.CaptureLogs`): the records made in its worker thread while it runs.
 """
 
 from __future__ import annotations
@@ -52,9 +55,12 @@ class SwitchboardMiddleware(Middleware):
         *,
         job_id: JobId | None = None,
         max_queue: int | None = None,
+        capture_logs: bridge.CaptureOption = False,
     ) -> None:
+        """`capture_logs`: True (INFO and above), a level, or a `bridge.CaptureLogs`."""
         bridge.configure(url, token, max_queue=max_queue)
         self.job_id = job_id or default_job_id
+        self.capture = bridge.CaptureLogs.of(capture_logs)
 
     @classmethod
     def install(cls, broker: Broker, *args: Any, **kwargs: Any) -> SwitchboardMiddleware:
@@ -78,6 +84,7 @@ class SwitchboardMiddleware(Middleware):
             _throws_cancelled(broker, message.actor_name)
             bridge.watch(target)  # no stop: report() raising Cancelled is the only way
             bridge.started(target, attempt=int(message.options.get("retries", 0)) + 1)
+            bridge.capture(target, self.capture)
 
     def after_process_message(
         self,
@@ -88,6 +95,7 @@ class SwitchboardMiddleware(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         _local.job = None
+        bridge.release()
         target = self.job_for(message)
         if not target:
             return
@@ -104,6 +112,7 @@ class SwitchboardMiddleware(Middleware):
 
     def after_skip_message(self, broker: Broker, message: Any) -> None:
         _local.job = None
+        bridge.release()
         if target := self.job_for(message):
             bridge.cancelled(target, "skipped")
 

@@ -14,6 +14,8 @@ exception -> failed (or a "retrying" message while `Retry(max=…)` has tries le
 `send_stop_job_command` -> cancelled. The forking `SwitchboardWorker` hands the work
 horse's updates to the worker process through a pipe, so nothing is lost when the horse
 exits; `SwitchboardSimpleWorker` runs jobs in the worker process itself.
+`install(capture_logs=True)` also turns what a job logs into log lines of it (see
+`bridge.CaptureLogs`), while its function runs.
 
 A Switchboard cancel of a running job: the worker process sees it (in the answer to an
 update, or by asking about a job quiet for a second) and calls `send_stop_job_command`;
@@ -48,6 +50,7 @@ def default_job_id(job: Job) -> str | None:
 
 
 _job_id: JobId = default_job_id
+_capture: bridge.CaptureLogs | None = None
 
 
 def install(
@@ -56,11 +59,14 @@ def install(
     *,
     job_id: JobId | None = None,
     max_queue: int | None = None,
+    capture_logs: bridge.CaptureOption = False,
 ) -> None:
-    """Where the RQ worker classes below report, and which Switchboard job a job is."""
-    global _job_id
+    """Where the RQ worker classes below report, and which Switchboard job a job is.
+    `capture_logs`: True (INFO and above), a level, or a `bridge.CaptureLogs`."""
+    global _job_id, _capture
     bridge.configure(url, token, max_queue=max_queue)
     _job_id = job_id or default_job_id
+    _capture = bridge.CaptureLogs.of(capture_logs)
 
 
 def report(
@@ -115,6 +121,11 @@ class _Reporting(BaseWorker):
         self._switchboard_error = None
         if target := _job_for(job):
             bridge.started(target)
+            bridge.capture(target, _capture)
+
+    def handle_execution_ended(self, job: Job, queue: Any, heartbeat_ttl: int) -> None:
+        bridge.release()  # the job's function is done: what RQ logs next is not the job's
+        super().handle_execution_ended(job, queue, heartbeat_ttl)
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         self._switchboard_error = exc_info[1] if len(exc_info) > 1 else None

@@ -63,12 +63,34 @@ async def marker(ctx: dict[str, Any], key: str) -> None:
     await ctx["redis"].set(f"marker:{key}", time.time())
 
 
+async def logs(ctx: dict[str, Any], *texts: str) -> None:
+    common.logs(*texts)
+
+
+async def chatty(ctx: dict[str, Any], key: str, count: int) -> None:
+    """Logs `count` lines, taking turns with the other job of `key`, which runs meanwhile."""
+    redis = ctx["redis"]
+    await redis.incr(f"chatty:{key}")
+    deadline = time.monotonic() + common.PATIENCE
+    while int(await redis.get(f"chatty:{key}")) < 2:
+        assert time.monotonic() < deadline, "the other job never started"
+        await asyncio.sleep(0.01)
+    for n in range(count):
+        common.LOGGER.info("%s: line %d", ctx["job_id"], n)
+        await asyncio.sleep(0.005)
+
+
 class WorkerSettings:
-    functions = [progress, fail, slow, steps, quiet, flaky, offline, marker]
+    functions = [progress, fail, slow, steps, quiet, flaky, offline, marker, logs, chatty]
     redis_settings = RedisSettings.from_dsn(common.REDIS_URL)
     allow_abort_jobs = True
     poll_delay = 0.1
     max_tries = 3
 
 
-install(WorkerSettings, url=common.SWITCHBOARD_URL, token=common.TOKEN)
+install(
+    WorkerSettings,
+    url=common.SWITCHBOARD_URL,
+    token=common.TOKEN,
+    capture_logs=common.CAPTURE_LOGS,
+)

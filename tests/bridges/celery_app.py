@@ -15,7 +15,7 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     task_track_started=True,
 )
-install(app, url=common.SWITCHBOARD_URL, token=common.TOKEN)
+install(app, url=common.SWITCHBOARD_URL, token=common.TOKEN, capture_logs=common.CAPTURE_LOGS)
 
 
 @app.task(bind=True)
@@ -66,3 +66,8 @@ def offline(key: str) -> dict[str, Any]:
 @app.task
 def marker(key: str) -> None:
     common.marker(key)
+
+
+@app.task
+def logs(*texts: str) -> None:
+    common.logs(*texts)

@@ -6,7 +6,9 @@ test reads the exact (status, progress) sequence each one must produce.
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +18,9 @@ import redis
 REDIS_URL = os.environ["BRIDGE_REDIS_URL"]  # the test's own redis-server, never a shared one
 SWITCHBOARD_URL = os.environ["SWITCHBOARD_URL"]
 TOKEN = os.environ["SWITCHBOARD_ADMIN_TOKEN"]
+CAPTURE_LOGS = os.environ.get("BRIDGE_CAPTURE_LOGS") == "1"  # the install's capture_logs
+LOGGER = logging.getLogger("bridges.tasks")
+LOGGER.setLevel(logging.INFO)  # arq and RQ leave the root logger at WARNING
 PATIENCE = 60.0  # seconds a task waits for the test before giving up
 STEP = 0.25  # seconds between the reports of `steps`; well under the bridge's 1 s poll
 
@@ -95,3 +100,15 @@ def offline(report: Report, key: str) -> dict[str, Any]:
 
 def marker(key: str) -> None:
     broker().set(f"marker:{key}", time.time())
+
+
+def logs(info: str, warning: str, error: str) -> None:
+    """One record at each level, and two that are never captured: the HTTP client's, and
+    one made in another thread."""
+    LOGGER.info(info)
+    LOGGER.warning(warning)
+    logging.getLogger("httpx").warning("the HTTP client's record")
+    elsewhere = threading.Thread(target=LOGGER.warning, args=("another thread's record",))
+    elsewhere.start()
+    elsewhere.join()
+    LOGGER.error(error)

@@ -13,7 +13,9 @@ from . import common
 
 broker = RedisBroker(url=common.REDIS_URL)
 broker.add_middleware(CurrentMessage())
-SwitchboardMiddleware.install(broker, url=common.SWITCHBOARD_URL, token=common.TOKEN)
+SwitchboardMiddleware.install(
+    broker, url=common.SWITCHBOARD_URL, token=common.TOKEN, capture_logs=common.CAPTURE_LOGS
+)
 dramatiq.set_broker(broker)
 
 
@@ -56,3 +58,8 @@ def offline(key: str) -> dict[str, Any]:
 @dramatiq.actor(max_retries=0)
 def marker(key: str) -> None:
     common.marker(key)
+
+
+@dramatiq.actor(max_retries=0)
+def logs(*texts: str) -> None:
+    common.logs(*texts)

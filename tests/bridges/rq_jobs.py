@@ -46,3 +46,7 @@ def offline(key: str) -> dict[str, Any]:
 
 def marker(key: str) -> None:
     common.marker(key)
+
+
+def logs(*texts: str) -> None:
+    common.logs(*texts)

@@ -9,4 +9,4 @@ from . import common
 REDIS_URL = common.REDIS_URL
 QUEUES = ["default"]
 
-install(url=common.SWITCHBOARD_URL, token=common.TOKEN)
+install(url=common.SWITCHBOARD_URL, token=common.TOKEN, capture_logs=common.CAPTURE_LOGS)
