@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import json
 import logging
 import shutil
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from types import UnionType
+from typing import Annotated, Any, Literal, NoReturn, TypeVar, Union, cast, get_args, get_origin
 
 import typer
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn
 from rich.table import Table
 from rich.text import Text
@@ -23,6 +28,7 @@ from switchboard_client import UNSET, Admin, SwitchboardClient, SwitchboardError
 from . import __version__
 from .assets import STATIC
 from .origins import is_loopback
+from .settings import Flag, Settings
 
 app = typer.Typer(
     help="Switchboard: a realtime event server. Publish over HTTP, listen over Socket.IO.",
@@ -34,6 +40,7 @@ err = Console(stderr=True)
 log = logging.getLogger("switchboard")
 
 EXIT_FAILED, EXIT_CANCELLED, EXIT_ERROR = 1, 3, 4
+Command = TypeVar("Command", bound=Callable[..., Any])
 
 # Options shared by the client commands.
 Url = Annotated[
@@ -66,113 +73,88 @@ def main_options(
     """Switchboard: publish over HTTP, listen over Socket.IO."""
 
 
-def _opt(env: str, text: str) -> Any:
-    # "\[" keeps rich from reading "[default: …]" as markup and dropping it.
-    help_text = text.replace("[", "\\[")
-    return typer.Option(envvar=f"SWITCHBOARD_{env}", help=help_text, show_default=False)
+def _options_from(model: type[BaseSettings]) -> Callable[[Command], Command]:
+    """Give a command one option per field of `model`, named and explained by the field.
+
+    Each option defaults to None, so only what the command line or the field's environment
+    variable gives reaches the command: the model fills in the rest, with the same
+    variables, then its defaults (flag > variable > default)."""
+
+    def attach(command: Command) -> Command:
+        options = [_option(name, field, model) for name, field in model.model_fields.items()]
+        cast(Any, command).__signature__ = inspect.Signature(options)
+        return command
+
+    return attach
+
+
+def _option(name: str, field: FieldInfo, model: type[BaseSettings]) -> inspect.Parameter:
+    flag = next((item for item in field.metadata if isinstance(item, Flag)), Flag())
+    value_type = _value_type(field.annotation)
+    help_text = (field.description or "").removesuffix(".")
+    choices = get_args(value_type) if get_origin(value_type) is Literal else ()
+    if choices:  # listed in the help: in the type column they squeeze the help into a sliver
+        *others, last = map(str, choices)
+        help_text += f" ({', '.join(others)} or {last})" if others else f" ({last})"
+    default = _shown_default(field, flag)
+    if default:
+        help_text += f" [default: {default}]"
+    option = typer.Option(
+        *flag.names,
+        envvar=f"{model.model_config.get('env_prefix', '')}{name}".upper(),
+        help=escape(f"{help_text}."),  # else rich takes "[default: …]" for markup, drops it
+        metavar=flag.metavar,
+        show_choices=not choices,
+        show_default=False,  # the default is None: the model's is in the help text
+    )
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[value_type | None, option],
+    )
+
+
+def _value_type(annotation: Any) -> Any:
+    """The option's type for a field's: a secret is text, and a list one comma-separated
+    value, as in the environment (the field splits it, like cors_origins)."""
+    annotation = _required(annotation)
+    if annotation is SecretStr or get_origin(annotation) is list:
+        return str
+    return annotation
+
+
+def _required(annotation: Any) -> Any:
+    """`X` for `X | None`."""
+    kinds = [kind for kind in get_args(annotation) if kind is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(kinds) == 1:
+        return kinds[0]
+    return annotation
+
+
+def _shown_default(field: FieldInfo, flag: Flag) -> str:
+    if flag.shown_default is not None:
+        return flag.shown_default
+    if field.is_required() or _required(field.annotation) is SecretStr:  # never say a secret
+        return ""
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
 
 
 @app.command()
-def serve(
-    host: Annotated[str | None, _opt("HOST", "Interface to bind [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, _opt("PORT", "Port [default: 8001].")] = None,
-    store: Annotated[
-        str | None,
-        _opt(
-            "STORE",
-            "memory://, sqlite:///path or redis://host:port/db [default: sqlite:///switchboard.db].",
-        ),
-    ] = None,
-    redis_prefix: Annotated[
-        str | None, _opt("REDIS_PREFIX", "Key and channel prefix in Redis [default: switchboard:].")
-    ] = None,
-    redis_pool_size: Annotated[
-        int | None, _opt("REDIS_POOL_SIZE", "Store connections to Redis [default: 50].")
-    ] = None,
-    redis_pool_timeout: Annotated[
-        float | None,
-        _opt("REDIS_POOL_TIMEOUT", "Seconds to wait for a free connection [default: 10]."),
-    ] = None,
-    redis_replicas: Annotated[
-        int | None,
-        _opt("REDIS_REPLICAS", "Replicas that must acknowledge an update (WAIT) [default: 0]."),
-    ] = None,
-    admin_token: Annotated[
-        str | None, _opt("ADMIN_TOKEN", "Admin token; random and printed once when unset.")
-    ] = None,
-    client_secret: Annotated[
-        str | None, _opt("CLIENT_SECRET", "HS256 secret: clients must then bring a JWT.")
-    ] = None,
-    cors_origins: Annotated[
-        str | None, _opt("CORS_ORIGINS", "Comma-separated origins, or * [default: same origin].")
-    ] = None,
-    ping_interval: Annotated[float | None, _opt("PING_INTERVAL", "Seconds [default: 25].")] = None,
-    ping_timeout: Annotated[float | None, _opt("PING_TIMEOUT", "Seconds [default: 20].")] = None,
-    history: Annotated[int | None, _opt("HISTORY", "Events kept per job [default: 1000].")] = None,
-    log_lines: Annotated[
-        int | None, _opt("LOG_LINES", "Log lines kept per job [default: 10000].")
-    ] = None,
-    log_bytes: Annotated[
-        int | None, _opt("LOG_BYTES", "Bytes of log text kept per job [default: 4194304, 4 MiB].")
-    ] = None,
-    retention: Annotated[
-        float | None, _opt("RETENTION", "Seconds to keep finished jobs [default: 7 days].")
-    ] = None,
-    rate_per_second: Annotated[
-        float | None, _opt("RATE_PER_SECOND", "Socket events/s per connection [default: 20].")
-    ] = None,
-    rate_burst: Annotated[int | None, _opt("RATE_BURST", "Burst allowance [default: 40].")] = None,
-    max_subscriptions: Annotated[
-        int | None, _opt("MAX_SUBSCRIPTIONS", "Job subscriptions per connection [default: 100].")
-    ] = None,
-    max_rooms: Annotated[
-        int | None, _opt("MAX_ROOMS", "Chat rooms per connection [default: 20].")
-    ] = None,
-    max_rooms_per_identity: Annotated[
-        int | None,
-        _opt("MAX_ROOMS_PER_IDENTITY", "Rooms per token sub, all connections [default: 50]."),
-    ] = None,
-    max_rooms_total: Annotated[
-        int | None, _opt("MAX_ROOMS_TOTAL", "Chat rooms the store keeps [default: 1000].")
-    ] = None,
-    max_members_per_room: Annotated[
-        int | None,
-        _opt("MAX_MEMBERS_PER_ROOM", "Connections in one chat room [default: 10000]."),
-    ] = None,
-    room_ttl: Annotated[
-        float | None, _opt("ROOM_TTL", "Seconds an empty room keeps its history [default: 3600].")
-    ] = None,
-    max_packet_bytes: Annotated[
-        int | None, _opt("MAX_PACKET_BYTES", "Largest socket packet [default: 1000000].")
-    ] = None,
-    max_pending: Annotated[
-        int | None,
-        _opt("MAX_PENDING", "Unread packets before a client is dropped [default: 1000]."),
-    ] = None,
-    admin_ui: Annotated[
-        bool | None,
-        typer.Option(
-            "--admin-ui/--no-admin-ui",
-            envvar="SWITCHBOARD_ADMIN_UI",
-            help="Serve the Socket.IO Admin UI at /admin-ui/ (user admin, the admin token).",
-            show_default=False,
-        ),
-    ] = None,
-    event_loop: Annotated[
-        str | None, _opt("EVENT_LOOP", "auto (uvloop when installed), uvloop or asyncio.")
-    ] = None,
-    log_level: Annotated[
-        str | None, _opt("LOG_LEVEL", "debug, info, warning, error [default: info].")
-    ] = None,
-    log_format: Annotated[
-        str | None, _opt("LOG_FORMAT", "console or json [default: console].")
-    ] = None,
-) -> None:
+@_options_from(Settings)
+def serve(**given: Any) -> None:
     """Run the server (Socket.IO at /socket.io/, HTTP API at /api, dashboard at /)."""
-    given = {name: value for name, value in locals().items() if value is not None}
+    given = {name: value for name, value in given.items() if value is not None}
     from aiohttp import web
 
-    from . import Settings, create_app, logs
+    from . import create_app, logs
     from .http_api import AUTH
     from .storage import describe_store
 
