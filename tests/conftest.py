@@ -162,6 +162,7 @@ async def connect(transport: str) -> AsyncIterator[Connect]:
         namespaces: tuple[str, ...] = ("/job", "/info"),
         auth: Any = None,
         reconnection: bool = False,
+        events: tuple[tuple[str, str], ...] = (),  # more (event, namespace) to record
     ) -> Recorder:
         sio = socketio.AsyncClient(reconnection=reconnection, handle_sigint=False)
         recorder = Recorder(sio)
@@ -172,6 +173,7 @@ async def connect(transport: str) -> AsyncIterator[Connect]:
             ("announcement", "/info"),
             ("presence", "/info"),
             ("error", "/info"),
+            *events,
         ):
             recorder.on(event, namespace)
         clients.append(sio)

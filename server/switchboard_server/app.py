@@ -17,6 +17,7 @@ from .http_api import (
     HUB,
     MAX_BODY,
     METRICS,
+    REVOKER,
     Idempotency,
     access_middleware,
     admin_middleware,
@@ -36,7 +37,15 @@ from .redis_conn import SCHEMES
 from .settings import Settings
 from .sticky import Stickiness
 from .storage import LogLimits, RoomLimits, StoreUnavailable, open_store
-from .streams import MANAGER, NAMESPACES, PLAIN_SOCKETS, close_plain_websockets, plain_websocket
+from .streams import (
+    MANAGER,
+    NAMESPACES,
+    PLAIN_SOCKETS,
+    SESSIONS,
+    close_plain_websockets,
+    plain_websocket,
+)
+from .tokens import RevocationList, Revoker, Sessions
 
 log = logging.getLogger("switchboard")
 
@@ -97,7 +106,10 @@ def create_app(settings: Settings | None = None) -> web.Application:
     order = job_order(store, manager, settings.history, metrics)
     manager.order = order
     manager.on_resubscribe = order.resync
-    context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings, order=order)
+    sessions = Sessions(RevocationList())
+    auth.is_revoked = sessions.revocations.matches
+    context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings, order=order,
+                      sessions=sessions)  # fmt: skip
     namespaces = {JOB_NS: JobNamespace(JOB_NS, context), INFO_NS: InfoNamespace(INFO_NS, context)}
     for namespace in namespaces.values():
         sio.register_namespace(namespace)
@@ -111,6 +123,8 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS] = metrics
     app[MANAGER] = manager
     app[NAMESPACES] = namespaces
+    app[REVOKER] = Revoker(store, sessions, sio, manager)
+    app[SESSIONS] = sessions
     app.cleanup_ctx.append(_lifetime)
     app[PLAIN_SOCKETS] = set()
     app.on_shutdown.append(_drop_sockets)
@@ -137,7 +151,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
     await hub.store.open()
     await hub.start()
+    await app[REVOKER].start()
     yield
+    await app[REVOKER].stop()
     await hub.stop()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(5.0):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -30,6 +31,9 @@ class Identity:
     jobs: tuple[str, ...] = ALL  # anonymous clients and the admin token: everything
     rooms: tuple[str, ...] = ALL
     cancel: tuple[str, ...] = ()  # jobs it may ask to cancel: the admin token, all
+    exp: float | None = None  # client tokens: when it expires, when and as what it was issued
+    iat: float | None = None
+    jti: str | None = None
 
     def may_watch(self, job_id: str) -> bool:
         return any(fnmatchcase(job_id, pattern) for pattern in self.jobs)
@@ -56,6 +60,8 @@ class Auth:
         self.client_secret = (
             settings.client_secret.get_secret_value() if settings.client_secret else None
         )
+        # Set by create_app: whether a revocation covers a client token (tokens.py).
+        self.is_revoked: Callable[[Identity], bool] = lambda identity: False
 
     @property
     def mode(self) -> str:
@@ -108,16 +114,27 @@ class Auth:
             )
         except (jwt.PyJWTError, ValueError) as exc:  # ValueError: undecodable text
             raise Unauthorized(str(exc)) from None
-        sub, name = claims.get("sub"), claims.get("name")
-        if not isinstance(sub, str) or not (name is None or isinstance(name, str)):
+        sub, name, jti, iat = (claims.get(key) for key in ("sub", "name", "jti", "iat"))
+        if (
+            not isinstance(sub, str)
+            or not (name is None or isinstance(name, str))
+            or not (jti is None or isinstance(jti, str))
+            or not (iat is None or isinstance(iat, int | float))
+        ):
             raise Unauthorized("malformed claims")
-        return Identity(
+        identity = Identity(
             sub=sub,
             name=name,
             jobs=_patterns(claims.get("jobs")),
             rooms=_patterns(claims.get("rooms")),
             cancel=_patterns(claims.get("cancel")),
+            exp=float(claims["exp"]),
+            iat=iat,
+            jti=jti,
         )
+        if self.is_revoked(identity):
+            raise Unauthorized("token revoked")
+        return identity
 
     def mint(
         self,
@@ -128,18 +145,19 @@ class Auth:
         rooms: list[str] | None = None,
         cancel: list[str] | None = None,
         ttl: int = 3600,
-    ) -> tuple[str, str]:
-        """A signed client token and its expiry (RFC 3339)."""
+    ) -> tuple[str, str, str]:
+        """A signed client token, its expiry (RFC 3339) and its id (`jti`, for revocation)."""
         if self.client_secret is None:
             raise ValueError("no client secret is set")
-        expires = int(time.time()) + ttl
-        claims: dict[str, object] = {"sub": sub, "exp": expires, "iat": int(time.time())}
+        now, jti = time.time(), secrets.token_urlsafe(12)
+        expires = int(now) + ttl
+        claims: dict[str, object] = {"sub": sub, "exp": expires, "iat": now, "jti": jti}
         for key, value in (("name", name), ("jobs", jobs), ("rooms", rooms), ("cancel", cancel)):
             if value is not None:
                 claims[key] = value
         token = jwt.encode(claims, self.client_secret, algorithm=ALGORITHM)
         expires_at = datetime.fromtimestamp(expires, UTC).isoformat(timespec="milliseconds")
-        return token, expires_at.replace("+00:00", "Z")
+        return token, expires_at.replace("+00:00", "Z"), jti
 
 
 def _patterns(value: object) -> tuple[str, ...]:

@@ -22,6 +22,8 @@ from .models import (
     JobCreate,
     JobUpdate,
     LogsIn,
+    Revocation,
+    RevokeIn,
     Status,
     TokenIn,
     check_job_id,
@@ -29,6 +31,7 @@ from .models import (
 )
 from .openapi import build_openapi
 from .storage import StoreUnavailable, log_response
+from .tokens import Revoker, iso
 
 log = logging.getLogger("switchboard.http")
 
@@ -43,6 +46,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 AUTH: web.AppKey[Auth] = web.AppKey("auth", Auth)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+REVOKER: web.AppKey[Revoker] = web.AppKey("revoker", Revoker)
 
 PUBLIC_ROUTES = {"job-stream", "openapi"}  # the stream checks tokens itself
 # POSTs that replay their first answer for a repeated Idempotency-Key. Minting a token is
@@ -331,7 +335,7 @@ async def mint_token(request: web.Request) -> web.Response:
     auth = request.app[AUTH]
     if auth.client_secret is None:
         raise ApiError(400, "no_client_secret", "set SWITCHBOARD_CLIENT_SECRET to mint tokens")
-    token, expires_at = auth.mint(
+    token, expires_at, jti = auth.mint(
         payload.sub,
         name=payload.name,
         jobs=payload.jobs,
@@ -339,4 +343,17 @@ async def mint_token(request: web.Request) -> web.Response:
         cancel=payload.cancel,
         ttl=payload.ttl,
     )
-    return respond({"token": token, "expires_at": expires_at}, 201)
+    return respond({"token": token, "expires_at": expires_at, "jti": jti}, 201)
+
+
+@routes.post("/api/tokens/revoke", name="revoke-tokens")
+async def revoke_tokens(request: web.Request) -> web.Response:
+    """Refuse a token (`jti`) or a user's tokens (`sub`) from now on, on every node, and
+    disconnect the connections that hold them."""
+    payload = RevokeIn.parse(await read_json(request))
+    now = time.time()
+    revocation: Revocation = {"jti": payload.jti, "sub": payload.sub, "at": now,
+                              "until": now + payload.ttl}  # fmt: skip
+    ended = await request.app[REVOKER].revoke(revocation)
+    shown = {**revocation, "at": iso(now), "until": iso(revocation["until"])}
+    return respond({"revoked": shown, "disconnected_here": ended})

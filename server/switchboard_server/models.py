@@ -272,6 +272,35 @@ class TokenIn(Payload):
     ttl: int = Field(3600, ge=1, le=366 * 24 * 3600)
 
 
+class Revocation(TypedDict):
+    """Tokens refused until `until`: the one with this `jti`, or every token of this `sub`
+    issued at or before `at` (one issued later works). Times in seconds since the epoch."""
+
+    jti: str | None
+    sub: str | None
+    at: float
+    until: float
+
+
+class RevokeIn(Payload):
+    """Refuse one token (`jti`) or every token of a `sub` issued so far, for `ttl` seconds
+    (default: the longest a minted token lives)."""
+
+    jti: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    sub: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    ttl: int = Field(366 * 24 * 3600, ge=1, le=10 * 366 * 24 * 3600)
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.jti is None) == (self.sub is None):
+            raise ValueError("give either jti or sub")
+        return self
+
+
+class RefreshIn(Payload):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
 class SubscribeIn(Payload):
     job_id: str
     since: Annotated[int, Field(ge=0)] | None = None

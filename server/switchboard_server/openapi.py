@@ -7,7 +7,16 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from .models import Announcement, AnnouncementIn, Job, JobCreate, JobUpdate, LogsIn, TokenIn
+from .models import (
+    Announcement,
+    AnnouncementIn,
+    Job,
+    JobCreate,
+    JobUpdate,
+    LogsIn,
+    RevokeIn,
+    TokenIn,
+)
 
 REF = "#/components/schemas/{model}"
 ERRORS = {
@@ -55,7 +64,7 @@ def _query(name: str, low: int, high: int | None = None) -> dict[str, Any]:
 
 def build_openapi() -> dict[str, Any]:
     schemas: dict[str, Any] = {}
-    for model in (JobCreate, JobUpdate, LogsIn, AnnouncementIn, TokenIn):
+    for model in (JobCreate, JobUpdate, LogsIn, AnnouncementIn, TokenIn, RevokeIn):
         schema = model.model_json_schema(ref_template=REF)
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -107,7 +116,11 @@ def build_openapi() -> dict[str, Any]:
     }
     token = {
         "type": "object",
-        "properties": {"token": {"type": "string"}, "expires_at": {"type": "string"}},
+        "properties": {name: {"type": "string"} for name in ("token", "expires_at", "jti")},
+    }
+    revoked = {
+        "type": "object",
+        "properties": {"revoked": {"type": "object"}, "disconnected_here": {"type": "integer"}},
     }
     plain = {"200": {"description": "ok"}, "503": _json(_ref("Error"), "unavailable")}
     return {
@@ -225,6 +238,13 @@ def build_openapi() -> dict[str, Any]:
                     "parameters": [idempotency],
                     "requestBody": _body(TokenIn),
                     "responses": {"201": _json(token, "the token"), **_errors()},
+                },
+            },
+            "/api/tokens/revoke": {
+                "post": {
+                    "summary": "Revoke a token (jti) or a user's tokens (sub) on every node",
+                    "requestBody": _body(RevokeIn),
+                    "responses": {"200": _json(revoked, "what is revoked"), **_errors()},
                 },
             },
             "/api/openapi.json": {

@@ -15,16 +15,20 @@ from .errors import ApiError, forbidden, invalid_payload
 from .http_api import AUTH, HUB, REQUEST_ID, path_job_id, routes
 from .hub import INFO_NS, JOB_NS, Hub, LogCatchUp, job_room, log_room
 from .manager import LocalManager, Tap
-from .models import TERMINAL, Job, LogBatch, LogLine, new_id
-from .namespaces.base import BaseNamespace
+from .models import TERMINAL, Job, LogBatch, LogLine, RefreshIn, new_id
+from .namespaces.base import BaseNamespace, expiring
 from .origins import ORIGINS
+from .tokens import Sessions
 
 log = logging.getLogger("switchboard.streams")
 
 NAMESPACES: web.AppKey[dict[str, BaseNamespace]] = web.AppKey("namespaces", dict)
 MANAGER: web.AppKey[LocalManager] = web.AppKey("manager", LocalManager)
+SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 PLAIN_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("plain_sockets", set)
 KEEPALIVE = 15.0
+# Why a /ws session is hung up -> its close code and reason
+CLOSE_CODES = {"rate_limited": (4029, b"flooding"), "unauthorized": (4401, b"unauthorized")}
 # /ws op -> (namespace, Socket.IO event)
 OPS = {
     "subscribe": (JOB_NS, "subscribe"),
@@ -59,18 +63,29 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     job_id = path_job_id(request)
     scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
     token = bearer.strip() if scheme.lower() == "bearer" else request.query.get("token")
-    if not _identify(request, token).may_watch(job_id):
+    identity = _identify(request, token)
+    if not identity.may_watch(job_id):
         raise forbidden(f"your token does not grant job {job_id!r}")
     resumed, _, resumed_offset = request.headers.get("Last-Event-ID", "").partition(":")
     since = _since(resumed or request.query.get("since"), "since / Last-Event-ID")
     logs = bool(resumed_offset) or "log_since" in request.query
     log_since = _since(resumed_offset or request.query.get("log_since"), "log_since")
 
-    hub, manager = request.app[HUB], request.app[MANAGER]
+    hub, manager, sessions = request.app[HUB], request.app[MANAGER], request.app[SESSIONS]
     tap = Tap(f"sse-{new_id()}")
     rooms = [job_room(job_id), *([log_room(job_id)] if logs else [])]
     for room in rooms:  # listen first, then read: nothing falls between
         manager.add_tap(JOB_NS, room, tap)
+
+    async def warn(
+        identity: Identity,
+    ) -> None:  # a stream cannot refresh: reconnect with a new token
+        tap.deliver("token:expiring", expiring(identity))
+
+    async def end(why: ApiError) -> None:
+        tap.deliver("error", {"ok": False, **why.body()})
+
+    sessions.track(tap.sid, identity, warn, end)
     try:
         job, missed, reset = await hub.catch_up(job_id, since)
         caught = await hub.catch_up_logs(job_id, log_since) if logs else None
@@ -98,6 +113,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
                 await stream.follow(tap)
         return response
     finally:
+        sessions.forget(tap.sid)
         for room in rooms:
             manager.remove_tap(JOB_NS, room, tap)
 
@@ -174,6 +190,11 @@ class _EventStream:
                 continue
             if kind == "job:log":
                 await self.send_lines(body)
+                continue
+            if kind in ("token:expiring", "error"):
+                await self._write(kind, body)
+                if kind == "error":  # the token expired or was revoked
+                    return
                 continue
             if self.last is not None and body["seq"] > self.last + 1:
                 # a gap (events crossing processes): fill it
@@ -252,6 +273,9 @@ class _PlainSession:
                 if not await self._authenticate(body.get("token"), body.get("name"), ref):
                     return
                 continue
+            if op == "refresh":
+                await self._refresh(ref, body)
+                continue
             route = OPS.get(op) if isinstance(op, str) else None
             if route is None:
                 known = ", ".join(OPS)
@@ -271,7 +295,9 @@ class _PlainSession:
             return False
         for namespace in self.namespaces.values():
             namespace.attach(self.sid, identity, self._enter(namespace.namespace),
-                             self._exit(namespace.namespace), self._hang_up)  # fmt: skip
+                             self._exit(namespace.namespace), self._notify,
+                             self._hang_up)  # fmt: skip
+        self.namespaces[JOB_NS].track(self.sid, self.namespaces[JOB_NS].conns[self.sid])
         self.attached = True
         await self._enter(INFO_NS)(None)  # announcements to everyone
         self.pusher = asyncio.create_task(self._push())
@@ -293,8 +319,28 @@ class _PlainSession:
 
         return exit
 
-    async def _hang_up(self) -> None:
-        await self.ws.close(code=4029, message=b"flooding")
+    async def _refresh(self, ref: Any, body: dict[str, Any]) -> None:
+        """A new token for the session, for both namespaces at once."""
+        job = self.namespaces[JOB_NS]
+        try:
+            identity = job.renewed(job.conns[self.sid], RefreshIn.parse(body).token)
+        except ApiError as exc:
+            await self._answer(ref, exc)
+            return
+        ended: list[str] = []
+        for namespace in self.namespaces.values():
+            ended += await namespace.regrant(self.sid, namespace.conns[self.sid], identity)
+        job.track(self.sid, job.conns[self.sid])
+        if not self.ws.closed:
+            await self.ws.send_json({"ref": ref, "ok": True, **expiring(identity), "ended": ended})
+
+    async def _notify(self, event: str, data: Any) -> None:
+        if not self.ws.closed:
+            await self.ws.send_json({"event": event, "data": data})
+
+    async def _hang_up(self, why: str) -> None:
+        code, message = CLOSE_CODES.get(why, (4000, why.encode()))
+        await self.ws.close(code=code, message=message)
 
     async def _push(self) -> None:
         while not self.ws.closed:
@@ -315,6 +361,7 @@ class _PlainSession:
             await self.ws.send_json({"ref": ref, "ok": False, **error.body()})
 
     async def close(self) -> None:
+        self.request.app[SESSIONS].forget(self.sid)
         if self.pusher is not None:
             self.pusher.cancel()
         for namespace in self.namespaces.values():

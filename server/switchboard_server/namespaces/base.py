@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -12,14 +13,15 @@ import socketio
 
 from .. import fanout
 from ..auth import Auth, Identity, Unauthorized
-from ..errors import ApiError, invalid_payload, unavailable
+from ..errors import ApiError, forbidden, invalid_payload, unavailable
 from ..hub import Hub
 from ..limits import TokenBucket
 from ..metrics import Metrics
-from ..models import Member, Payload
+from ..models import Member, Payload, RefreshIn
 from ..ordering import JobOrder
 from ..settings import Settings
 from ..storage import StoreUnavailable
+from ..tokens import Sessions, iso
 
 log = logging.getLogger("switchboard.socket")
 
@@ -27,6 +29,13 @@ log = logging.getLogger("switchboard.socket")
 # came from a client (so a client cannot fake "connect" or "disconnect").
 ack_requested: ContextVar[bool] = ContextVar("ack_requested", default=True)
 from_client: ContextVar[bool] = ContextVar("from_client", default=False)
+
+
+def expiring(identity: Identity) -> dict[str, Any]:
+    """`token:expiring`'s body, and a refresh's ack: when the token in force expires."""
+    if identity.exp is None:
+        return {"expires_at": None, "expires_in": None}
+    return {"expires_at": iso(identity.exp), "expires_in": round(identity.exp - time.time(), 3)}
 
 
 class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
@@ -69,6 +78,8 @@ class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
 
 
 RoomAction = Callable[[str], Awaitable[None]]
+Notify = Callable[[str, Any], Awaitable[None]]  # send one event to this client
+HangUp = Callable[[str], Awaitable[None]]  # why (an error code): rate_limited, unauthorized
 
 
 @dataclass
@@ -80,7 +91,8 @@ class Connection:
     bucket: TokenBucket
     enter: RoomAction  # start receiving what is emitted to a room
     exit: RoomAction
-    hang_up: Callable[[], Awaitable[None]]
+    notify: Notify
+    hang_up: HangUp
     subscriptions: set[str] = field(default_factory=set)
     rooms: set[str] = field(default_factory=set)
 
@@ -94,6 +106,7 @@ class Context:
     metrics: Metrics
     settings: Settings
     order: JobOrder
+    sessions: Sessions
 
 
 Handler = Callable[[str, Connection, Any], Awaitable[dict[str, Any]]]
@@ -101,7 +114,7 @@ Handler = Callable[[str, Connection, Any], Awaitable[dict[str, Any]]]
 
 class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
     # event name -> (payload model, method name)
-    events: ClassVar[dict[str, tuple[type[Payload], str]]] = {}
+    events: ClassVar[dict[str, tuple[type[Payload], str]]] = {"refresh": (RefreshIn, "refresh")}
 
     def __init__(self, namespace: str, context: Context) -> None:
         super().__init__(namespace)
@@ -128,10 +141,14 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         async def exit(room: str) -> None:
             await self.leave_room(sid, room)
 
-        async def hang_up() -> None:
+        async def notify(event: str, body: Any) -> None:
+            await self.emit(event, body, to=sid)
+
+        async def hang_up(why: str) -> None:
             await self.disconnect(sid)
 
-        self.attach(sid, identity, enter, exit, hang_up)
+        conn = self.attach(sid, identity, enter, exit, notify, hang_up)
+        self.track(f"{self.namespace} {sid}", conn)
         log.debug(
             "connected %s to %s",
             sid,
@@ -145,7 +162,8 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         identity: Identity,
         enter: RoomAction,
         exit: RoomAction,
-        hang_up: Callable[[], Awaitable[None]],
+        notify: Notify,
+        hang_up: HangUp,
     ) -> Connection:
         settings = self.ctx.settings
         conn = Connection(
@@ -154,18 +172,56 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             bucket=TokenBucket(settings.rate_per_second, settings.rate_burst),
             enter=enter,
             exit=exit,
+            notify=notify,
             hang_up=hang_up,
         )
         self.conns[sid] = conn
         return conn
 
+    def track(self, key: str, conn: Connection) -> None:
+        """Watch the connection's token: a notice before it expires, the end when it does
+        or is revoked. A /ws session tracks itself (one token for both namespaces)."""
+
+        async def warn(identity: Identity) -> None:
+            await conn.notify("token:expiring", expiring(identity))
+
+        async def end(why: ApiError) -> None:
+            await conn.notify("error", {"ok": False, **why.body()})
+            await conn.hang_up(why.code)
+
+        self.ctx.sessions.track(key, conn.identity, warn, end)
+
     async def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        self.ctx.sessions.forget(f"{self.namespace} {sid}")
         conn = self.conns.pop(sid, None)
         if conn is not None:
             await self.closed(sid, conn)
 
     async def closed(self, sid: str, conn: Connection) -> None:
         """Hook for cleanup when a connection goes away."""
+
+    async def refresh(self, sid: str, conn: Connection, payload: RefreshIn) -> dict[str, Any]:
+        """A new token for a live connection: its grants replace the old ones."""
+        identity = self.renewed(conn, payload.token)
+        ended = await self.regrant(sid, conn, identity)
+        self.track(f"{self.namespace} {sid}", conn)
+        return {**expiring(identity), "ended": ended}
+
+    def renewed(self, conn: Connection, token: str) -> Identity:
+        """The identity behind a refresh's token: the same `sub`, or an error."""
+        try:
+            identity = self.ctx.auth.identify({"token": token, "name": conn.identity.name})
+        except Unauthorized as exc:
+            raise ApiError(401, "unauthorized", f"the new token is refused: {exc}") from None
+        if identity.sub != conn.identity.sub:
+            raise forbidden("a refreshed token must have the same sub")
+        return identity
+
+    async def regrant(self, sid: str, conn: Connection, identity: Identity) -> list[str]:
+        """Replace the connection's identity; end what its new grants do not cover (each
+        with a notice to the client) and say what ended."""
+        conn.identity = identity
+        return []
 
     async def trigger_event(self, event: Any, *args: Any) -> Any:
         if event in ("connect", "disconnect") and not from_client.get():
@@ -192,7 +248,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         if not conn.bucket.take():
             if conn.bucket.flooding:
                 log.warning("disconnecting %s on %s: flooding", sid, self.namespace)
-                await conn.hang_up()
+                await conn.hang_up("rate_limited")
             raise ApiError(429, "rate_limited", "too many events, slow down")
         spec = self.events.get(event) if isinstance(event, str) else None
         if spec is None:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any, ClassVar
 
+from ..auth import Identity
 from ..errors import forbidden, unavailable
 from ..hub import chat_room
 from ..models import MessageIn, Payload, RecentIn, RoomIn
@@ -17,6 +18,7 @@ log = logging.getLogger("switchboard.socket")
 
 class InfoNamespace(BaseNamespace):
     events: ClassVar[dict[str, tuple[type[Payload], str]]] = {
+        **BaseNamespace.events,
         "join": (RoomIn, "join"),
         "leave": (RoomIn, "leave"),
         "message": (MessageIn, "message"),
@@ -57,6 +59,18 @@ class InfoNamespace(BaseNamespace):
     async def recent(self, sid: str, conn: Connection, payload: RecentIn) -> dict[str, Any]:
         found = await self.ctx.hub.recent_announcements(payload.limit, conn.rooms)
         return {"announcements": found}
+
+    async def regrant(self, sid: str, conn: Connection, identity: Identity) -> list[str]:
+        await super().regrant(sid, conn, identity)
+        ended = []
+        async with self._locks.setdefault(sid, asyncio.Lock()):
+            for room in sorted(conn.rooms):
+                if not identity.may_join(room):
+                    await self._part(sid, conn, room)
+                    why = forbidden(f"your new token does not grant room {room!r}")
+                    await conn.notify("left", {"room": room, **why.body()})
+                    ended.append(room)
+        return ended
 
     async def closed(self, sid: str, conn: Connection) -> None:
         async with self._locks.setdefault(sid, asyncio.Lock()):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from ..auth import Identity
 from ..errors import forbidden, invalid_payload
 from ..hub import ALL_JOBS_ROOM, is_log_room, job_room, log_room
 from ..models import CancelIn, Payload, SubscribeIn, UnsubscribeIn, WhoAmIIn, check_job_id
@@ -14,6 +15,7 @@ RECENT_JOBS = 100
 
 class JobNamespace(BaseNamespace):
     events: ClassVar[dict[str, tuple[type[Payload], str]]] = {
+        **BaseNamespace.events,
         "subscribe": (SubscribeIn, "subscribe"),
         "unsubscribe": (UnsubscribeIn, "unsubscribe"),
         "cancel": (CancelIn, "cancel"),
@@ -67,6 +69,21 @@ class JobNamespace(BaseNamespace):
     async def closed(self, sid: str, conn: Connection) -> None:
         for room in list(conn.subscriptions):
             await self._part(conn, room)
+
+    async def regrant(self, sid: str, conn: Connection, identity: Identity) -> list[str]:
+        await super().regrant(sid, conn, identity)
+        ended = []
+        for room in sorted(conn.subscriptions):
+            if is_log_room(room):
+                continue
+            job_id = "*" if room == ALL_JOBS_ROOM else room.removeprefix("job:")
+            if identity.may_watch_all() if job_id == "*" else identity.may_watch(job_id):
+                continue
+            await self.unsubscribe(sid, conn, UnsubscribeIn(job_id=job_id))
+            why = forbidden(f"your new token does not grant job {job_id!r}")
+            await conn.notify("unsubscribed", {"job_id": job_id, **why.body()})
+            ended.append(job_id)
+        return ended
 
     async def _join(self, sid: str, conn: Connection, room: str) -> None:
         if room in conn.subscriptions:

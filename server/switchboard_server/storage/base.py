@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from typing import Any, TypedDict
 
 from ..errors import ApiError, not_found
-from ..models import Announcement, ChatMessage, Job, LogBatch, LogEntry, LogLine, Member, text_size
+from ..models import (
+    Announcement,
+    ChatMessage,
+    Job,
+    LogBatch,
+    LogEntry,
+    LogLine,
+    Member,
+    Revocation,
+    text_size,
+)
 
 CHAT_HISTORY = 50
 KEEP_ANNOUNCEMENTS = 1000
@@ -26,6 +36,11 @@ Mutation = Callable[[Job | None], Job]
 class StoredResponse(TypedDict):
     status: int
     body: Any
+
+
+def revocation_key(revocation: Revocation) -> str:
+    jti = revocation["jti"]
+    return f"jti:{jti}" if jti is not None else f"sub:{revocation['sub']}"
 
 
 def job_response(job: Job) -> StoredResponse:
@@ -239,6 +254,14 @@ class Store(ABC):
 
     @abstractmethod
     async def put_response(self, key: str, response: StoredResponse, expires: float) -> None: ...
+
+    @abstractmethod
+    async def revoke(self, revocation: Revocation) -> None:
+        """Keep a revocation until its `until` (one per jti or sub: the latest wins)."""
+
+    @abstractmethod
+    async def revocations(self, now: float) -> list[Revocation]:
+        """The revocations still in force."""
 
     # Presence: who is in a room right now. A single process keeps it in memory and
     # the room's record in the store; stores shared by several processes override these.

@@ -9,7 +9,16 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ..models import TERMINAL, Announcement, ChatMessage, Job, LogEntry, LogLine, text_size
+from ..models import (
+    TERMINAL,
+    Announcement,
+    ChatMessage,
+    Job,
+    LogEntry,
+    LogLine,
+    Revocation,
+    text_size,
+)
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
@@ -24,6 +33,7 @@ from .base import (
     log_response,
     no_job,
     numbered,
+    revocation_key,
     too_many_rooms,
 )
 
@@ -48,6 +58,7 @@ class MemoryStore(Store):
         self._announcements: deque[Announcement] = deque(maxlen=KEEP_ANNOUNCEMENTS)
         self._messages: dict[str, deque[ChatMessage]] = {}
         self._responses: dict[str, tuple[float, StoredResponse]] = {}
+        self._revocations: dict[str, Revocation] = {}
 
     async def ping(self) -> None:
         return None
@@ -120,6 +131,14 @@ class MemoryStore(Store):
         for key in [k for k, (expires, _) in self._responses.items() if expires <= now]:
             del self._responses[key]
         return len(old)
+
+    async def revoke(self, revocation: Revocation) -> None:
+        self._revocations[revocation_key(revocation)] = revocation
+
+    async def revocations(self, now: float) -> list[Revocation]:
+        for key in [k for k, r in self._revocations.items() if r["until"] <= now]:
+            del self._revocations[key]
+        return list(self._revocations.values())
 
     async def add_announcement(self, announcement: Announcement) -> None:
         self._announcements.append(announcement)

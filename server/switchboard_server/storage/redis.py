@@ -25,7 +25,17 @@ from typing import Any, cast
 
 from redis.exceptions import NoScriptError, RedisError
 
-from ..models import TERMINAL, Announcement, ChatMessage, Job, LogEntry, LogLine, Member, text_size
+from ..models import (
+    TERMINAL,
+    Announcement,
+    ChatMessage,
+    Job,
+    LogEntry,
+    LogLine,
+    Member,
+    Revocation,
+    text_size,
+)
 from ..redis_conn import redis_client
 from .base import (
     CHAT_HISTORY,
@@ -42,6 +52,7 @@ from .base import (
     job_response,
     no_job,
     numbered,
+    revocation_key,
     room_full,
     too_many_rooms,
 )
@@ -541,6 +552,20 @@ class RedisStore(Store):
     async def put_response(self, key: str, response: StoredResponse, expires: float) -> None:
         async with _reachable():
             await self._remember(self.redis, key, response, expires)
+
+    async def revoke(self, revocation: Revocation) -> None:
+        async with _reachable():
+            key = revocation_key(revocation)
+            await self.redis.hset(self.key("revoked"), key, _dumps(revocation))
+
+    async def revocations(self, now: float) -> list[Revocation]:
+        async with _reachable():
+            found = await self.redis.hgetall(self.key("revoked"))
+            entries = {key: cast(Revocation, json.loads(raw)) for key, raw in found.items()}
+            old = [key for key, entry in entries.items() if entry["until"] <= now]
+            if old:
+                await self.redis.hdel(self.key("revoked"), *old)
+        return [entry for key, entry in entries.items() if key not in old]
 
     def _remember(self, client: Any, key: str, response: StoredResponse, expires: float) -> Any:
         """SET with the expiry kept in the value too; Redis forgets it a little later."""

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from ..errors import ApiError
-from ..models import Announcement, ChatMessage, Job, LogEntry, LogLine, text_size
+from ..models import Announcement, ChatMessage, Job, LogEntry, LogLine, Revocation, text_size
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
@@ -34,6 +34,7 @@ from .base import (
     log_response,
     no_job,
     numbered,
+    revocation_key,
     too_many_rooms,
 )
 
@@ -85,6 +86,11 @@ CREATE TABLE IF NOT EXISTS rooms (
     empty_since REAL  -- NULL while someone is in the room
 );
 CREATE INDEX IF NOT EXISTS rooms_by_empty_since ON rooms (empty_since);
+CREATE TABLE IF NOT EXISTS revocations (
+    key TEXT PRIMARY KEY,  -- jti:… or sub:…
+    until REAL NOT NULL,
+    body TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     expires REAL NOT NULL,
@@ -261,6 +267,7 @@ class SqliteStore(Store):
             for job_id in old:
                 _forget_job(job_id, db)
             db.execute("DELETE FROM responses WHERE expires <= ?", (now,))
+            db.execute("DELETE FROM revocations WHERE until <= ?", (now,))
             return len(old)
 
         return await self._write(op)
@@ -424,6 +431,22 @@ class SqliteStore(Store):
 
     async def put_response(self, key: str, response: StoredResponse, expires: float) -> None:
         await self._write(lambda db: _put_response(db, key, response, expires))
+
+    async def revoke(self, revocation: Revocation) -> None:
+        await self._write(lambda db: _put_revocation(db, revocation))
+
+    async def revocations(self, now: float) -> list[Revocation]:
+        rows = await self._run(
+            lambda db: db.execute("SELECT body FROM revocations WHERE until > ?", (now,)).fetchall()
+        )
+        return [json.loads(body) for (body,) in rows]
+
+
+def _put_revocation(db: sqlite3.Connection, revocation: Revocation) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO revocations (key, until, body) VALUES (?, ?, ?)",
+        (revocation_key(revocation), revocation["until"], _dumps(revocation)),
+    )
 
 
 def _put_response(
