@@ -18,8 +18,20 @@ import httpx
 import jwt
 import pytest
 import socketio
+from playwright.async_api import Browser
+from switchboard_client import SwitchboardClient
 
-from .conftest import ADMIN, SECRET, TRANSPORTS, Api, Connect, Recorder, Server, StartServer
+from .conftest import (
+    ADMIN,
+    SECRET,
+    TRANSPORTS,
+    Api,
+    Connect,
+    Edge,
+    Recorder,
+    Server,
+    StartServer,
+)
 from .test_streams import Plain, plain, sse_events  # noqa: F401 - plain: a fixture
 
 ADMIN_HEADERS = {"Authorization": f"Bearer {ADMIN}"}
@@ -302,3 +314,56 @@ async def test_sse_ends_at_expiry_and_on_revocation(secured: Server, admin: Api)
     async with httpx.AsyncClient(base_url=secured.url) as http:
         again = await http.get("/api/jobs/job/stream", params={"token": revoked})
     assert again.status_code == 401
+
+
+# -- the clients refresh by themselves ---------------------------------------------------
+
+
+async def test_python_client_refreshes_through_its_callback(
+    secured: Server, admin: Api, transport: str, edge: Edge
+) -> None:
+    calls: list[str] = []
+
+    async def refresh() -> str:
+        calls.append("refresh")
+        return token(ttl=600)
+
+    client = SwitchboardClient(edge(secured), token=token(ttl=2), refresh_token=refresh,
+                               transports=TRANSPORTS[transport])  # fmt: skip
+    async with client:
+        events = client.watch("refreshed")
+        await admin.update("refreshed", progress=1)
+        assert (await anext(events))["seq"] == 1
+        await asyncio.sleep(2.5)  # past the first token's exp
+        await admin.update("refreshed", status="succeeded")
+        assert [e["seq"] async for e in events] == [2]
+        assert calls == ["refresh"]  # one call for both namespaces
+        assert (await client.join("lobby"))["room"] == "lobby"  # /info was refreshed too
+
+
+async def test_switchboard_js_refreshes_through_its_callback(
+    secured: Server, admin: Api, browser: Browser
+) -> None:
+    page = await browser.new_page()
+    await page.goto(secured.url + "/static/dashboard.css")  # same origin, no dashboard script
+    await page.evaluate(
+        """async ([first, next]) => {
+            const sb = await import("/switchboard.js");
+            window.calls = 0;
+            window.seen = [];
+            const refreshToken = async () => { window.calls++; return next; };
+            sb.configure({ token: first, refreshToken });
+            sb.watchJob("browser", (e) => window.seen.push(e.seq));
+            await new Promise((resolve) => sb.socket("/job").on("connect", resolve));
+        }""",
+        [token(ttl=2), token(ttl=600)],
+    )
+    await admin.update("browser", progress=1)
+    await page.wait_for_function("() => window.seen.length === 1")
+    await asyncio.sleep(2.5)  # past the first token's exp
+    await admin.update("browser", progress=2)
+    await page.wait_for_function("() => window.seen.length === 2")
+    assert await page.evaluate("() => [window.seen, window.calls]") == [[1, 2], 1]
+    assert await page.evaluate(
+        "async () => (await import('/switchboard.js')).socket('/job').connected"
+    )

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import socketio
@@ -152,7 +153,11 @@ class SwitchboardClient:
         transports: list[str] | None = None,
         reconnection_delay: float = 0.5,
         reconnection_delay_max: float = 5.0,
+        refresh_token: Callable[[], str | Awaitable[str]] | None = None,
     ) -> None:
+        """`refresh_token()`: called when the server says the token expires soon; returns a
+        new token for the same sub (sent as `refresh` on both namespaces). Without it the
+        server disconnects when the token expires."""
         self.url = url
         self.transports = transports
         self.auth = {k: v for k, v in (("token", token), ("name", name)) if v}
@@ -166,9 +171,12 @@ class SwitchboardClient:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, list[Callable[[Event], Any]]] = {}
         self._refusal: str | None = None
+        self._refresh_token = refresh_token
+        self._renewals: dict[str, asyncio.Future[str]] = {}  # expires_at -> the new token
         self.sio.on("connect", self._on_job_connect, namespace=JOB)
         for namespace in (JOB, INFO):
             self.sio.on("connect_error", self._on_refused, namespace=namespace)
+            self.sio.on("token:expiring", self._expiring(namespace), namespace=namespace)
         self.sio.on("job:update", self._on_job_update, namespace=JOB)
         self.sio.on("job:log", self._on_job_log, namespace=JOB)
         for event in ("message", "announcement", "presence", "error"):
@@ -192,6 +200,32 @@ class SwitchboardClient:
 
     async def _on_refused(self, data: Any) -> None:
         self._refusal = data.get("message") if isinstance(data, dict) else str(data)
+
+    def _expiring(self, namespace: str) -> Callable[[Event], Any]:
+        async def handle(notice: Event) -> None:
+            self._fire("token:expiring", notice)
+            if self._refresh_token is not None:
+                self._spawn(self._renew(namespace, str(notice.get("expires_at"))))
+
+        return handle
+
+    async def _renew(self, namespace: str, expires_at: str) -> None:
+        """One refresh_token() per expiring token, sent on each namespace that was told."""
+        renewal = self._renewals.get(expires_at)
+        if renewal is None:  # the first namespace told: forget older tokens' renewals
+            renewal = asyncio.ensure_future(self._new_token())
+            self._renewals = {expires_at: renewal}
+        try:
+            token = await renewal
+            self.auth["token"] = token  # a reconnect brings the new one too
+            await self._call(namespace, "refresh", {"token": token})
+        except Exception as exc:
+            log.warning("token refresh on %s failed: %s", namespace, exc)
+
+    async def _new_token(self) -> str:
+        assert self._refresh_token is not None
+        token = self._refresh_token()
+        return await token if inspect.isawaitable(token) else token
 
     async def close(self) -> None:
         for task in list(self._tasks):
@@ -283,7 +317,7 @@ class SwitchboardClient:
 
     def on(self, event: str, handler: Callable[[Event], Any]) -> None:
         """Call `handler(body)` for "message", "announcement", "presence", "job:update",
-        "job:log", "error"."""
+        "job:log", "error", "token:expiring"."""
         self._handlers.setdefault(event, []).append(handler)
 
     async def stream(self, event: str) -> AsyncIterator[Event]:

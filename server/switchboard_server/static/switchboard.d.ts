@@ -53,9 +53,15 @@ export interface ConfigureOptions {
   name?: string;
   /** Default: polling, upgraded to websocket. */
   transports?: Array<"polling" | "websocket" | "webtransport">;
+  /**
+   * Called when the server says the token expires soon (`token:expiring`, a minute before):
+   * returns a new token for the same `sub`, sent as `refresh` on every namespace. Without it
+   * the server disconnects the sockets when the token expires.
+   */
+  refreshToken?: () => string | Promise<string>;
 }
 
-/** Set the server URL, client token, display name or transports. Call before anything else. */
+/** Set the server URL, client token, display name, transports or token refresh. Call before anything else. */
 export declare function configure(options?: ConfigureOptions): void;
 
 export type Namespace = "/job" | "/info";

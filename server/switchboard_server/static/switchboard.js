@@ -14,14 +14,20 @@ const ACK_TIMEOUT = 10000;
 const options = { url: new URL(import.meta.url).origin, auth: {}, transports: undefined };
 const sockets = new Map();
 const watchers = new Map(); // job id -> number of live watchJob() and watchLogs() calls
+let renewal = null; // { expiresAt, token: Promise<string> }: one refreshToken() per expiry
 
-/** Set the server URL, client token, display name or transports. Call before anything else. */
-export function configure({ url, token, name, transports } = {}) {
+/**
+ * Set the server URL, client token, display name or transports, and `refreshToken`: called
+ * (once for every namespace) when the server says the token expires soon; it returns the
+ * new token (or a promise of it). Call before anything else.
+ */
+export function configure({ url, token, name, transports, refreshToken } = {}) {
   if (sockets.size) throw new Error("switchboard: configure() must come before the first socket");
   if (url) options.url = url.replace(/\/+$/, "");
   if (token) options.auth.token = token;
   if (name) options.auth.name = name;
   if (transports) options.transports = transports;
+  if (refreshToken) options.refreshToken = refreshToken;
 }
 
 /** The app-wide socket of a namespace ("/job" or "/info"), opened on first use. */
@@ -30,8 +36,21 @@ export function socket(namespace) {
   if (!found) {
     found = io(options.url + namespace, { auth: options.auth, transports: options.transports });
     sockets.set(namespace, found);
+    found.on("token:expiring", (notice) => {
+      if (!options.refreshToken) return;
+      renew(namespace, notice).catch((err) => console.warn("switchboard: token refresh failed", err));
+    });
   }
   return found;
+}
+
+async function renew(namespace, notice) {
+  if (!renewal || renewal.expiresAt !== notice.expires_at) {
+    renewal = { expiresAt: notice.expires_at, token: Promise.resolve().then(options.refreshToken) };
+  }
+  const token = await renewal.token;
+  options.auth.token = token; // a reconnect brings the new one too
+  await call(namespace, "refresh", { token });
 }
 
 async function call(namespace, event, payload) {
