@@ -27,7 +27,13 @@ clients. Sections:
   /proc/PID/stat), order fills (switchboard_order_fills_total, summed over the nodes),
   beside one memory-store node; and the price of ordering, below saturation: a steady
   load (two updates per job at once, --order-rate times a second) POSTed through one node
-  (no fills) and through all of them (they race: fills), publish-to-delivery p50/p99.
+  (no fills) and through all of them (they race: fills), publish-to-delivery p50/p99;
+- logs: live log lines end to end, one node: --log-lines lines POSTed to ONE job,
+  --log-batch lines per POST, --log-in-flight POSTs at a time, to --log-subscribers
+  websocket subscribers of the job (subscribed with log_since 0); the clock stops when
+  every subscriber has every line (offsets checked: no gap, none repeated or out of
+  order). Lines/s beside the job's update rate on the same server (--log-updates updates
+  to one job, as many in flight), SQLite / Redis (appendfsync always) / memory.
 
 Prints Markdown and writes it to --out. Needs node (and redis-server for the Redis rows and
 the scale-out section).
@@ -58,7 +64,10 @@ NODE_REF = HERE / "node_ref"
 TOKEN = "bench-admin-token"
 SERVERS = ("switchboard", "node")
 FAULTS = "deliveries missing / clients dropped / out of seq order (all runs)"
-SECTIONS = ("fanout", "rate", "flood", "memory", "idle", "durable", "hotjob", "scaleout")
+LOG_FAULTS = ("lines missing / offset gaps / repeated or out of order / refused POSTs / "
+              "other (all runs)")  # fmt: skip
+SECTIONS = ("fanout", "rate", "flood", "memory", "idle", "durable", "hotjob", "scaleout", "logs")
+LOG_TARGET = 20_000  # lines/s on one node with SQLite, the goal of live log lines
 
 
 def free_port() -> int:
@@ -367,15 +376,97 @@ def hotjob(updates: int, concurrencies: list[int], repeat: int) -> str:
     return table(title, head, rows)
 
 
-def stepped_load(servers: list[Server], redis: Server | None, *args: object) -> dict[str, Any]:
-    """load.mjs with STEP=1: the servers' CPU time and counters are read once every
-    subscriber is in and again once every delivery arrived, so connecting is not counted."""
+def logs(lines: int, batches: list[int], subscribers: list[int], in_flight: int,
+         line_bytes: int, updates: int, repeat: int) -> str:  # fmt: skip
+    """Log lines to ONE job, end to end (POST to the last subscriber's receipt), beside the
+    job-update rate of the same store on the same server: what a line costs next to an
+    update. A fresh server per store and repeat, the stores in turn (noise hits each)."""
+    on_redis = "Redis (appendfsync always)"
+    stores = ["SQLite", on_redis, "memory (not durable)"]
+    runs: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
+    update_runs: dict[str, list[dict[str, Any]]] = {}
+    with redis_server("always") as redis, tempfile.TemporaryDirectory() as tmp:
+        urls = {"SQLite": f"sqlite:///{tmp}/logs.db", on_redis: redis and redis.url,
+                "memory (not durable)": "memory://"}  # fmt: skip
+        for _ in range(repeat):
+            for name in stores:
+                store = urls[name]
+                if store is None:
+                    continue
+                with serving("switchboard", store) as server:
+                    found = node("publish.mjs", server.url, TOKEN, updates, in_flight, 1,
+                                 check=False)  # fmt: skip
+                    update_runs.setdefault(name, []).append(found)
+                    for count in subscribers:
+                        for batch in batches:
+                            found = stepped_load(
+                                [server], redis if name == on_redis else None, server.url,
+                                TOKEN, count, lines, batch, in_flight, line_bytes,
+                                script="logs.mjs",
+                            )  # fmt: skip
+                            runs.setdefault((name, count, batch), []).append(found)
+
+    def faults(found: list[dict[str, Any]]) -> str:
+        other = ("bad_answers", "bad_acks", "connect_errors", "dropped")
+        counts = [sum(r[key] for r in found) for key in ("missing", "gaps", "backwards",
+                                                          "refused")]  # fmt: skip
+        counts.append(sum(r[key] for r in found for key in other))
+        return " / ".join(map(str, counts))
+
+    rows: list[list[object]] = []
+    for count in subscribers:
+        for batch in batches:
+            memory = runs.get(("memory (not durable)", count, batch))
+            reference = median(memory, "lines_per_s") if memory else 0
+            for name in stores:
+                found = runs.get((name, count, batch))
+                if not found:
+                    rows.append([name, count, batch, "redis-server not installed"] + [""] * 11)
+                    continue
+                rate = median(found, "lines_per_s")
+                update_rate = median(update_runs[name], "updates_per_s")
+                seconds = median(found, "seconds")
+                cpu = statistics.median(r["cpu_s"][0] for r in found)
+                rows.append([
+                    name, count, batch, f"{rate:,.0f}", ratio(rate, reference),
+                    f"{median(found, 'posts_per_s'):,.0f}", f"{update_rate:,.0f}",
+                    ratio(rate, update_rate),
+                    f"{median(found, 'p50_ms'):.1f} / {median(found, 'p99_ms'):.1f}",
+                    f"{cpu / seconds:.2f}", f"{1e6 * cpu / lines:.0f}",
+                    f"{median(found, 'redis_cpu_s') / seconds:.2f}" if name == on_redis else "-",
+                    f"{median(found, 'client_cpu_s') / seconds:.2f}",
+                    sum(r["refused"] for r in update_runs[name]), faults(found),
+                ])  # fmt: skip
+    head = ["store", "subscribers", "lines per POST", "lines/s end to end", "ratio to memory",
+            "log POSTs/s", "updates/s (one job)", "lines/s ÷ updates/s",
+            "POST→delivery p50 / p99 ms", "server CPU s / wall s", "server CPU µs per line",
+            "Redis CPU s / wall s",
+            "load client CPU s / wall s", "updates refused", LOG_FAULTS]  # fmt: skip
+    title = (f"Live log lines: {lines:,} lines of {line_bytes} bytes to ONE job, "
+             f"{in_flight} POSTs in flight, one node, until every subscriber has every line; "
+             f"beside {updates:,} updates to one job, {in_flight} in flight, on the same "
+             f"server; median of {repeat}")  # fmt: skip
+    report = table(title, head, rows)
+    against = [f"{count} subscriber(s), {batch} per POST: "
+               f"{ratio(median(found, 'lines_per_s'), LOG_TARGET)}"
+               for (name, count, batch), found in runs.items() if name == "SQLite"]  # fmt: skip
+    if against:
+        report += f"\nSQLite against the target of {LOG_TARGET:,} lines/s: {'; '.join(against)}.\n"
+    return report
+
+
+def stepped_load(
+    servers: list[Server], redis: Server | None, *args: object, script: str = "load.mjs"
+) -> dict[str, Any]:
+    """load.mjs (or logs.mjs) with STEP=1: the servers' CPU time and counters are read once
+    every subscriber is in and again once every delivery arrived, so connecting is not
+    counted."""
 
     def sample() -> tuple[list[tuple[float, dict[str, float]]], float, float]:
         nodes = [(server.cpu_seconds(), server.counters()) for server in servers]
         return nodes, redis.cpu_seconds() if redis else 0.0, client.cpu_seconds()
 
-    command = ["node", str(NODE_REF / "load.mjs"), *map(str, args)]
+    command = ["node", str(NODE_REF / script), *map(str, args)]
     with tempfile.TemporaryFile("w+") as errors:
         proc = subprocess.Popen(command, env={**os.environ, "STEP": "1"}, stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=errors, text=True)  # fmt: skip
@@ -396,10 +487,11 @@ def stepped_load(servers: list[Server], redis: Server | None, *args: object) -> 
                 stop(proc)
         errors.seek(0)
         if not result:
-            raise SystemExit(f"load.mjs {args}: {errors.read()}")
+            raise SystemExit(f"{script} {args}: {errors.read()}")
         found = dict(json.loads(result))  # lost deliveries are reported, not fatal
-    found["cpu_per_1000"], found["fills"] = [], 0.0
+    found["cpu_per_1000"], found["cpu_s"], found["fills"] = [], [], 0.0
     for (cpu_start, start), (cpu_end, end) in zip(before[0], after[0], strict=True):
+        found["cpu_s"].append(cpu_end - cpu_start)
         delivered = end["deliveries"] - start["deliveries"]
         found["cpu_per_1000"].append(1000 * (cpu_end - cpu_start) / max(delivered, 1))
         found["fills"] += end["fills"] - start["fills"]
@@ -512,9 +604,20 @@ def main() -> int:
     parser.add_argument("--order-updates", type=int, default=480)
     parser.add_argument("--order-rate", type=float, default=20.0,
                         help="bursts/s of two updates per job, ordering-cost table")  # fmt: skip
-    # The default run takes about 9 minutes on 2 CPUs: hotjob under a minute (27 loads of
+    parser.add_argument("--log-lines", type=int, default=30000, help="lines per run, logs")
+    parser.add_argument("--log-batch", type=int, nargs="+", default=[100, 500],
+                        help="lines per POST, logs section")  # fmt: skip
+    parser.add_argument("--log-subscribers", type=int, nargs="+", default=[1, 100])
+    parser.add_argument("--log-in-flight", type=int, default=4)
+    parser.add_argument("--log-line-bytes", type=int, default=100)
+    parser.add_argument("--log-updates", type=int, default=1000,
+                        help="updates to one job beside the log lines")  # fmt: skip
+    # The default run takes about 11 minutes on 2 CPUs: hotjob under a minute (27 loads of
     # 1,000 updates, each on a fresh server), scaleout about 2 minutes (three repeats of
-    # eight loads of 600 subscribers on fresh Redis and nodes for each cluster size).
+    # eight loads of 600 subscribers on fresh Redis and nodes for each cluster size), logs
+    # about 2 minutes (three repeats of a server per store, each taking 1,000 updates and
+    # four loads of 30,000 lines; with 100 subscribers the one Node process parsing every
+    # copy of every line is the limit on 2 CPUs, see its CPU column).
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.md")
     args = parser.parse_args()
@@ -537,6 +640,15 @@ def main() -> int:
             args.scaleout_concurrency,
             args.order_updates,
             args.order_rate,
+            args.repeat,
+        ),
+        "logs": lambda: logs(
+            args.log_lines,
+            args.log_batch,
+            args.log_subscribers,
+            args.log_in_flight,
+            args.log_line_bytes,
+            args.log_updates,
             args.repeat,
         ),
     }

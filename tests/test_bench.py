@@ -103,3 +103,24 @@ def test_bench_hot_job_and_scale_out_smoke(tmp_path: Path) -> None:
         ("2", "node 1 only"), ("2", "all 2 nodes"), ("3", "node 1 only"), ("3", "all 3 nodes")
     ]  # fmt: skip
     assert all(r["refused (all runs)"] == "0" for r in order), order
+
+
+def test_bench_logs_smoke(tmp_path: Path) -> None:
+    """The live log lines section, tiny: every row there, every line delivered in order,
+    nothing refused."""
+    require_binary("node")
+    require_binary("redis-server")
+    table = run_bench(
+        ["--repeat", "1", "--log-lines", "300", "--log-batch", "50", "--log-subscribers", "1",
+         "3", "--log-updates", "20", "--log-in-flight", "2", "--only", "logs"],
+        tmp_path / "latest.md", timeout=180,
+    )  # fmt: skip
+    found = rows(table, "Live log lines")
+    stores = ["SQLite", "Redis (appendfsync always)", "memory (not durable)"]
+    assert [(r["store"], r["subscribers"], r["lines per POST"]) for r in found] == [
+        (store, subscribers, "50") for subscribers in ("1", "3") for store in stores
+    ]
+    faults = next(head for head in found[0] if head.startswith("lines missing"))
+    assert all(r[faults] == "0 / 0 / 0 / 0 / 0" for r in found), found
+    assert all(r["updates refused"] == "0" for r in found), found
+    assert "SQLite against the target of 20,000 lines/s" in table
