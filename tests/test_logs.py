@@ -507,14 +507,17 @@ async def test_two_nodes_give_every_subscriber_one_order(
 
 async def test_order_reads_again_for_what_arrived_during_a_read() -> None:
     """A batch held while the gap is read may be ahead of lines committed after the read
-    began: they are read too, never skipped."""
+    began: they are read too, never skipped; and a read stops at the first held line."""
     stored: list[Line] = [{"offset": n, "text": str(n)} for n in range(1, 4)]  # 4 comes later
     delivered: list[int] = []
     reading = asyncio.Event()
     go_on = asyncio.Event()
 
-    async def fetch(job_id: str, after: int) -> list[dict[str, Any]]:
-        lines = [line for line in stored if line["offset"] > after]
+    reads: list[tuple[int, int | None]] = []
+
+    async def fetch(job_id: str, after: int, until: int | None) -> list[dict[str, Any]]:
+        reads.append((after, until))
+        lines = [line for line in stored if after < line["offset"] <= (until or 1 << 60)]
         reading.set()
         await go_on.wait()
         return [{"job_id": job_id, "lines": lines}] if lines else []
@@ -542,6 +545,8 @@ async def test_order_reads_again_for_what_arrived_during_a_read() -> None:
     await order.offer(batch(4))  # late: seen already
     await order.offer(batch(1, 2, 3, 4, 5, 6))  # overlapping: only 6 is new
     assert delivered == [1, 2, 3, 4, 5, 6]
+    # Each read is the gap before what is held, never the head moving on behind it.
+    assert reads == [(0, 2), (3, 4)]
 
 
 async def test_followers_miss_no_line_through_a_redis_restart(

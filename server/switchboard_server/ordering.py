@@ -41,7 +41,8 @@ class Order(Generic[T]):
     def __init__(
         self,
         current: Callable[[str], Awaitable[int]],  # job id -> its last number stored, 0 if none
-        fetch: Callable[[str, int], Awaitable[list[T]]],  # (job id, after) -> items, oldest first
+        # (job id, after, until or None) -> the items numbered after..until, oldest first
+        fetch: Callable[[str, int, int | None], Awaitable[list[T]]],
         deliver: Callable[[T], Awaitable[None]],  # to this process's subscribers of the job
         span: Callable[[T], tuple[str, int, int]],  # item -> (job id, first number, last)
         trim: Callable[[T, int], T],  # the part of an item numbered from the given number on
@@ -132,9 +133,14 @@ class Order(Generic[T]):
         await self._release(job_id, force=True)
 
     async def _read(self, job_id: str) -> list[T]:
+        """The gap: from the next number to just before the first held item (everything
+        stored, when nothing is held). Never more: the head moves on meanwhile, and
+        chasing it would hold live items for as long as the appends go on."""
         for _ in range(TRIES):
+            held = self._held.get(job_id)
+            until = min(held) - 1 if held else None
             try:
-                return await self._fetch(job_id, self._next[job_id] - 1)
+                return await self._fetch(job_id, self._next[job_id] - 1, until)
             except StoreUnavailable:
                 await asyncio.sleep(RETRY)
         log.warning("could not read job %s to fill a gap; delivering what came", job_id)
@@ -218,8 +224,9 @@ def job_order(store: Store, manager: LocalManager, history: int, metrics: Metric
         job = await store.get_job(job_id)
         return job["seq"] if job else 0
 
-    async def fetch(job_id: str, after: int) -> list[Job]:
-        return await store.events_after(job_id, after, history)
+    async def fetch(job_id: str, after: int, until: int | None) -> list[Job]:
+        limit = history if until is None else max(1, min(history, until - after))
+        return await store.events_after(job_id, after, limit)
 
     async def deliver(job: Job) -> None:
         rooms = [job_room(job["id"]), ALL_JOBS_ROOM]

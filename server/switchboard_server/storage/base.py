@@ -211,8 +211,11 @@ class Store(ABC):
                 return lines[:count], head
         return lines, head
 
-    async def log_batches(self, job_id: str, after: int) -> list[LogBatch]:
-        """Every kept line after `after`, a batch per page."""
+    async def log_batches(
+        self, job_id: str, after: int, until: int | None = None
+    ) -> list[LogBatch]:
+        """Every kept line after `after` (up to `until` at least, when given), a batch per
+        page."""
         batches: list[LogBatch] = []
         while True:
             lines, head = await self.log_page(job_id, after)
@@ -220,7 +223,7 @@ class Store(ABC):
                 return batches
             batches.append({"job_id": job_id, "lines": lines})
             after = lines[-1]["offset"]
-            if after >= head:
+            if after >= (head if until is None else min(head, until)):
                 return batches
 
     @abstractmethod
