@@ -119,7 +119,8 @@ def sample(name: str, field: FieldInfo) -> tuple[list[str], Any]:
     if get_origin(kind) is list:
         return [flag, "a, b"], ["a", "b"]
     assert kind in (str, SecretStr), f"no sample for {name}: {kind}"
-    return [flag, f"sample-{name}"], f"sample-{name}"
+    value = f"http://sample-{name.replace('_', '-')}.test/"  # a URL: some fields take only URLs
+    return [flag, value], value
 
 
 def test_every_flag_reaches_its_own_field(captured: list[Settings]) -> None:

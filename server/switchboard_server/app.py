@@ -11,6 +11,7 @@ from aiohttp import web
 
 from . import assets
 from .auth import Auth
+from .authhook import AuthWebhook
 from .errors import unavailable
 from .http_api import (
     AUTH,
@@ -108,6 +109,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
     manager.on_resubscribe = order.resync
     sessions = Sessions(RevocationList())
     auth.is_revoked = sessions.revocations.matches
+    if settings.auth_webhook:
+        auth.hook = AuthWebhook(
+            settings.auth_webhook,
+            timeout=settings.auth_webhook_timeout,
+            cache=settings.auth_webhook_cache,
+            per_subscribe=settings.auth_webhook_subscribe,
+        )
     context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings, order=order,
                       sessions=sessions)  # fmt: skip
     namespaces = {JOB_NS: JobNamespace(JOB_NS, context), INFO_NS: InfoNamespace(INFO_NS, context)}
@@ -154,6 +162,8 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     await app[REVOKER].start()
     yield
     await app[REVOKER].stop()
+    if (hook := app[AUTH].hook) is not None:
+        await hook.close()
     await hub.stop()
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(5.0):

@@ -9,10 +9,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING, Any, Literal
 
 import jwt
 
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .authhook import AuthWebhook
 
 ALGORITHM = "HS256"
 ALL = ("*",)
@@ -34,6 +38,7 @@ class Identity:
     exp: float | None = None  # client tokens: when it expires, when and as what it was issued
     iat: float | None = None
     jti: str | None = None
+    source: Literal["anonymous", "admin", "token", "webhook"] = "anonymous"
 
     def may_watch(self, job_id: str) -> bool:
         return any(fnmatchcase(job_id, pattern) for pattern in self.jobs)
@@ -62,10 +67,14 @@ class Auth:
         )
         # Set by create_app: whether a revocation covers a client token (tokens.py).
         self.is_revoked: Callable[[Identity], bool] = lambda identity: False
+        self.hook: AuthWebhook | None = None  # set by create_app with --auth-webhook
 
     @property
     def mode(self) -> str:
-        return "client tokens (JWT HS256)" if self.client_secret else "anonymous clients"
+        modes = ["client tokens (JWT HS256)"] if self.client_secret else []
+        if self.hook is not None:
+            modes.append(f"auth webhook {self.hook.url}")
+        return " and ".join(modes) or "anonymous clients"
 
     def is_admin(self, token: str) -> bool:
         # surrogatepass: a header or payload may carry lone surrogates; never raise here.
@@ -95,12 +104,29 @@ class Auth:
         name = name if isinstance(name, str) and 0 < len(name) <= 64 else None
         token = fields.get("token")
         if isinstance(token, str) and token and self.is_admin(token):
-            return Identity(sub="admin", name=name or "admin", cancel=ALL)
+            return Identity(sub="admin", name=name or "admin", cancel=ALL, source="admin")
         if self.client_secret is None:
             return Identity(sub=None, name=name)
         if not isinstance(token, str) or not token:
             raise Unauthorized("no token")
         return self.decode(token)
+
+    async def authenticate(self, auth: object, described: dict[str, Any]) -> Identity:
+        """Like identify; with an auth webhook, a connection without the admin token or a
+        valid client token is the webhook's to judge, told `described` (authhook.describe,
+        with the auth payload). Raises Unauthorized or HookUnavailable."""
+        if self.hook is None:
+            return self.identify(auth)
+        try:
+            return self.identify(auth) if self.client_secret is not None else self._admin(auth)
+        except Unauthorized:
+            return await self.hook.identify(described)
+
+    def _admin(self, auth: object) -> Identity:
+        identity = self.identify(auth)
+        if identity.source != "admin":
+            raise Unauthorized("not the admin token")
+        return identity
 
     def decode(self, token: str) -> Identity:
         if self.client_secret is None:
@@ -131,6 +157,7 @@ class Auth:
             exp=float(claims["exp"]),
             iat=iat,
             jti=jti,
+            source="token",
         )
         if self.is_revoked(identity):
             raise Unauthorized("token revoked")

@@ -6,6 +6,7 @@ its description (the help), with `Flag` metadata where help should say more.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
@@ -56,6 +57,16 @@ class Settings(BaseSettings):
     client_secret: SecretStr | None = Field(
         None, description="HS256 secret: clients must then bring a JWT."
     )
+    auth_webhook: str | None = Field(
+        None, description="URL your back end answers with a connection's grants (see README)."
+    )
+    auth_webhook_timeout: float = Field(3.0, gt=0, description="Seconds to wait for it.")
+    auth_webhook_cache: float = Field(
+        30.0, ge=0, description="Seconds an answer that allows is reused."
+    )
+    auth_webhook_subscribe: bool = Field(
+        False, description="Also ask it for every subscribe and join."
+    )
     # Empty means same-origin only; "*" allows every origin.
     cors_origins: Annotated[list[str], NoDecode, Flag(shown_default="same origin")] = Field(
         default_factory=list, description="Comma-separated origins, or *."
@@ -99,6 +110,13 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = Field(
         "console", description="Log lines; json is one object per line."
     )
+
+    @field_validator("auth_webhook")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+(/\S*)?", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("cors_origins", mode="before")
     @classmethod

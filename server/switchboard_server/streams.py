@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .auth import Identity, Unauthorized
-from .errors import ApiError, forbidden, invalid_payload
+from .authhook import Described, HookUnavailable, describe
+from .errors import ApiError, forbidden, invalid_payload, unavailable
 from .http_api import AUTH, HUB, REQUEST_ID, path_job_id, routes
 from .hub import INFO_NS, JOB_NS, Hub, LogCatchUp, job_room, log_room
 from .manager import LocalManager, Tap
@@ -28,7 +29,8 @@ SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
 PLAIN_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("plain_sockets", set)
 KEEPALIVE = 15.0
 # Why a /ws session is hung up -> its close code and reason
-CLOSE_CODES = {"rate_limited": (4029, b"flooding"), "unauthorized": (4401, b"unauthorized")}
+CLOSE_CODES = {"rate_limited": (4029, b"flooding"), "unauthorized": (4401, b"unauthorized"),
+               "unavailable": (4503, b"unavailable")}  # fmt: skip
 # /ws op -> (namespace, Socket.IO event)
 OPS = {
     "subscribe": (JOB_NS, "subscribe"),
@@ -42,11 +44,14 @@ OPS = {
 }
 
 
-def _identify(request: web.Request, token: str | None, name: str | None = None) -> Identity:
+async def _identify(request: web.Request, auth: dict[str, Any], described: Described) -> Identity:
+    """The identity of an event stream or /ws session (the auth webhook's, with one)."""
     try:
-        return request.app[AUTH].identify({"token": token, "name": name})
+        return await request.app[AUTH].authenticate(auth, {**described, "auth": auth})
     except Unauthorized:
         raise ApiError(401, "unauthorized", "a valid admin or client token is needed") from None
+    except HookUnavailable as exc:
+        raise unavailable(str(exc)) from None
 
 
 # -- Server-Sent Events ---------------------------------------------------------
@@ -63,7 +68,8 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     job_id = path_job_id(request)
     scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
     token = bearer.strip() if scheme.lower() == "bearer" else request.query.get("token")
-    identity = _identify(request, token)
+    described = describe(request.headers, request.remote, "sse")
+    identity = await _identify(request, {"token": token}, described)
     if not identity.may_watch(job_id):
         raise forbidden(f"your token does not grant job {job_id!r}")
     resumed, _, resumed_offset = request.headers.get("Last-Event-ID", "").partition(":")
@@ -287,16 +293,19 @@ class _PlainSession:
                 await self.ws.send_json({"ref": ref, **ack})
 
     async def _authenticate(self, token: Any, name: Any, ref: Any) -> bool:
+        auth = {"token": token, "name": name}
+        described = describe(self.request.headers, self.request.remote, "ws")
         try:
-            identity = self.request.app[AUTH].identify({"token": token, "name": name})
-        except Unauthorized:
-            await self._answer(ref, ApiError(401, "unauthorized", "unauthorized"))
-            await self.ws.close(code=4401, message=b"unauthorized")
+            identity = await _identify(self.request, auth, described)
+        except ApiError as exc:
+            await self._answer(ref, exc)
+            await self._hang_up(exc.code)
             return False
         for namespace in self.namespaces.values():
-            namespace.attach(self.sid, identity, self._enter(namespace.namespace),
-                             self._exit(namespace.namespace), self._notify,
-                             self._hang_up)  # fmt: skip
+            conn = namespace.attach(self.sid, identity, self._enter(namespace.namespace),
+                                    self._exit(namespace.namespace), self._notify,
+                                    self._hang_up)  # fmt: skip
+            conn.described = {**described, "auth": auth}
         self.namespaces[JOB_NS].track(self.sid, self.namespaces[JOB_NS].conns[self.sid])
         self.attached = True
         await self._enter(INFO_NS)(None)  # announcements to everyone

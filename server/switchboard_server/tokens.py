@@ -99,12 +99,14 @@ class Sessions:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def track(self, key: str, identity: Identity, warn: Warn, end: End) -> None:
-        """Follow a connection's client token (again, after a refresh). The admin token
-        and anonymous clients have none: nothing to follow."""
+        """Follow a connection's client token (again, after a refresh), or the identity
+        the auth webhook gave it. The admin token and anonymous clients: nothing to follow."""
         self.forget(key)
-        if identity.exp is None:
+        if identity.source not in ("token", "webhook"):
             return
         live = self._live[key] = _Live(identity, warn, end)
+        if identity.exp is None:  # the auth webhook's: revocable by sub, no expiry
+            return
         loop = asyncio.get_running_loop()
         now, at = time.time(), identity.exp
         live.timers = (

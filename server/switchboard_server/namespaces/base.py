@@ -8,11 +8,13 @@ from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
+from urllib.parse import parse_qs
 
 import socketio
 
 from .. import fanout
 from ..auth import Auth, Identity, Unauthorized
+from ..authhook import AuthWebhook, HookUnavailable, describe, environ_headers
 from ..errors import ApiError, forbidden, invalid_payload, unavailable
 from ..hub import Hub
 from ..limits import TokenBucket
@@ -95,6 +97,21 @@ class Connection:
     hang_up: HangUp
     subscriptions: set[str] = field(default_factory=set)
     rooms: set[str] = field(default_factory=set)
+    described: dict[str, Any] = field(default_factory=dict)  # for the auth webhook
+
+    async def hook_allows(
+        self, hook: AuthWebhook | None, event: str, field: str, value: str
+    ) -> None:
+        """With --auth-webhook-subscribe, the app's word on a subscribe or join of a
+        connection it identified: ApiError forbidden (or unavailable) when it says no."""
+        if hook is None or self.identity.source != "webhook":
+            return
+        try:
+            allowed = await hook.allows(self.described, event, field, value)
+        except HookUnavailable as exc:
+            raise unavailable(str(exc)) from None
+        if not allowed:
+            raise forbidden(f"the auth webhook does not allow {field} {value!r}")
 
 
 @dataclass(frozen=True)
@@ -122,18 +139,22 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
         self.conns: dict[str, Connection] = {}
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        transport = parse_qs(environ.get("QUERY_STRING", "")).get("transport", ["?"])[0]
+        described = describe(environ_headers(environ), environ.get("REMOTE_ADDR"), transport)
+        described["auth"] = auth if isinstance(auth, dict) else {}
         try:
-            identity = self.ctx.auth.identify(auth)
-        except Unauthorized as exc:
-            self.ctx.metrics.rejected.labels("unauthorized").inc()
+            identity = await self.ctx.auth.authenticate(auth, described)
+        except (Unauthorized, HookUnavailable) as exc:
+            code = "unauthorized" if isinstance(exc, Unauthorized) else "unavailable"
+            self.ctx.metrics.rejected.labels(code).inc()
             log.info(
                 "refused %s on %s: %s",
                 sid,
                 self.namespace,
                 exc,
-                extra={"namespace": self.namespace, "sid": sid, "code": "unauthorized"},
+                extra={"namespace": self.namespace, "sid": sid, "code": code},
             )
-            raise socketio.exceptions.ConnectionRefusedError("unauthorized") from None
+            raise socketio.exceptions.ConnectionRefusedError(code) from None
 
         async def enter(room: str) -> None:
             await self.enter_room(sid, room)
@@ -148,6 +169,7 @@ class BaseNamespace(socketio.AsyncNamespace):  # type: ignore[misc]
             await self.disconnect(sid)
 
         conn = self.attach(sid, identity, enter, exit, notify, hang_up)
+        conn.described = described
         self.track(f"{self.namespace} {sid}", conn)
         log.debug(
             "connected %s to %s",

@@ -37,6 +37,7 @@ class InfoNamespace(BaseNamespace):
         room = payload.room
         if not conn.identity.may_join(room):
             raise forbidden(f"your token does not grant room {room!r}")
+        await conn.hook_allows(self.ctx.auth.hook, "join", "room", room)
         async with self._locks.setdefault(sid, asyncio.Lock()):
             if self.conns.get(sid) is not conn:
                 raise unavailable("not connected")

@@ -30,10 +30,12 @@ class JobNamespace(BaseNamespace):
         if job_id == "*":
             if not conn.identity.may_watch_all():
                 raise forbidden("your token does not grant every job")
+            await conn.hook_allows(self.ctx.auth.hook, "subscribe", "job_id", job_id)
             await self._join(sid, conn, ALL_JOBS_ROOM)
             return {"jobs": await self.ctx.hub.list_jobs(None, RECENT_JOBS)}
         if not conn.identity.may_watch(job_id):
             raise forbidden(f"your token does not grant job {job_id!r}")
+        await conn.hook_allows(self.ctx.auth.hook, "subscribe", "job_id", job_id)
         # Join first, then read: an event committed meanwhile arrives live or in `missed`
         # (or both; the client drops seqs it has seen), never in neither.
         await self._join(sid, conn, job_room(job_id))
