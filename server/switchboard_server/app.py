@@ -28,6 +28,7 @@ from .http_api import (
     routes,
 )
 from .hub import INFO_NS, JOB_NS, Hub
+from .jobs import JobService
 from .logs import library_loggers
 from .manager import LocalManager, RedisManager
 from .metrics import Metrics
@@ -39,6 +40,7 @@ from .settings import Settings
 from .sticky import Stickiness
 from .storage import LogLimits, RoomLimits, StoreUnavailable, open_store
 from .streams import (
+    JOBS,
     MANAGER,
     NAMESPACES,
     PLAIN_SOCKETS,
@@ -116,8 +118,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
             cache=settings.auth_webhook_cache,
             per_subscribe=settings.auth_webhook_subscribe,
         )
+    jobs = JobService(hub, order, auth.hook, settings.max_subscriptions)
     context = Context(hub=hub, auth=auth, metrics=metrics, settings=settings, order=order,
-                      sessions=sessions)  # fmt: skip
+                      sessions=sessions, jobs=jobs)  # fmt: skip
     namespaces = {JOB_NS: JobNamespace(JOB_NS, context), INFO_NS: InfoNamespace(INFO_NS, context)}
     for namespace in namespaces.values():
         sio.register_namespace(namespace)
@@ -133,6 +136,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[NAMESPACES] = namespaces
     app[REVOKER] = Revoker(store, sessions, sio, manager)
     app[SESSIONS] = sessions
+    app[JOBS] = jobs
     app.cleanup_ctx.append(_lifetime)
     app[PLAIN_SOCKETS] = set()
     app.on_shutdown.append(_drop_sockets)

@@ -19,12 +19,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import aiohttp
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from .auth import Identity, Unauthorized
+from .errors import forbidden, unavailable
 from .models import Glob
 
 log = logging.getLogger("switchboard.authhook")
@@ -133,6 +134,28 @@ class AuthWebhook:
 
     def _forget(self, body: Described) -> None:
         self._cache.pop(_key(body), None)
+
+
+class Asking(Protocol):
+    @property
+    def identity(self) -> Identity: ...
+    @property
+    def described(self) -> Described: ...
+
+
+async def check_hook(
+    hook: AuthWebhook | None, asking: Asking, event: str, field: str, value: str
+) -> None:
+    """With --auth-webhook-subscribe, the app's word on a subscribe or join of a
+    connection it identified: ApiError forbidden (or unavailable) when it says no."""
+    if hook is None or asking.identity.source != "webhook":
+        return
+    try:
+        allowed = await hook.allows(asking.described, event, field, value)
+    except HookUnavailable as exc:
+        raise unavailable(str(exc)) from None
+    if not allowed:
+        raise forbidden(f"the auth webhook does not allow {field} {value!r}")
 
 
 def _key(body: Described) -> str:

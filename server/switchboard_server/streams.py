@@ -6,17 +6,19 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, cast
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .auth import Identity, Unauthorized
 from .authhook import Described, HookUnavailable, describe
-from .errors import ApiError, forbidden, invalid_payload, unavailable
+from .errors import ApiError, invalid_payload, unavailable
 from .http_api import AUTH, HUB, REQUEST_ID, path_job_id, routes
-from .hub import INFO_NS, JOB_NS, Hub, LogCatchUp, job_room, log_room
+from .hub import INFO_NS, JOB_NS, Hub, LogCatchUp
+from .jobs import JobService
 from .manager import LocalManager, Tap
-from .models import TERMINAL, Job, LogBatch, LogLine, RefreshIn, new_id
+from .models import TERMINAL, Job, LogLine, RefreshIn, new_id
 from .namespaces.base import BaseNamespace, expiring
 from .origins import ORIGINS
 from .tokens import Sessions
@@ -26,6 +28,7 @@ log = logging.getLogger("switchboard.streams")
 NAMESPACES: web.AppKey[dict[str, BaseNamespace]] = web.AppKey("namespaces", dict)
 MANAGER: web.AppKey[LocalManager] = web.AppKey("manager", LocalManager)
 SESSIONS: web.AppKey[Sessions] = web.AppKey("sessions", Sessions)
+JOBS: web.AppKey[JobService] = web.AppKey("jobs", JobService)
 PLAIN_SOCKETS: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("plain_sockets", set)
 KEEPALIVE = 15.0
 # Why a /ws session is hung up -> its close code and reason
@@ -70,22 +73,16 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
     token = bearer.strip() if scheme.lower() == "bearer" else request.query.get("token")
     described = describe(request.headers, request.remote, "sse")
     identity = await _identify(request, {"token": token}, described)
-    if not identity.may_watch(job_id):
-        raise forbidden(f"your token does not grant job {job_id!r}")
     resumed, _, resumed_offset = request.headers.get("Last-Event-ID", "").partition(":")
     since = _since(resumed or request.query.get("since"), "since / Last-Event-ID")
     logs = bool(resumed_offset) or "log_since" in request.query
     log_since = _since(resumed_offset or request.query.get("log_since"), "log_since")
 
-    hub, manager, sessions = request.app[HUB], request.app[MANAGER], request.app[SESSIONS]
-    tap = Tap(f"sse-{new_id()}")
-    rooms = [job_room(job_id), *([log_room(job_id)] if logs else [])]
-    for room in rooms:  # listen first, then read: nothing falls between
-        manager.add_tap(JOB_NS, room, tap)
+    jobs, sessions = request.app[JOBS], request.app[SESSIONS]
+    follower = _TapFollower(identity, described, request.app[MANAGER], Tap(f"sse-{new_id()}"))
+    tap = follower.tap
 
-    async def warn(
-        identity: Identity,
-    ) -> None:  # a stream cannot refresh: reconnect with a new token
+    async def warn(identity: Identity) -> None:  # no refresh here: reconnect with a new token
         tap.deliver("token:expiring", expiring(identity))
 
     async def end(why: ApiError) -> None:
@@ -93,8 +90,7 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
 
     sessions.track(tap.sid, identity, warn, end)
     try:
-        job, missed, reset = await hub.catch_up(job_id, since)
-        caught = await hub.catch_up_logs(job_id, log_since) if logs else None
+        ack = await jobs.subscribe(follower, job_id, since, logs, log_since)
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",
@@ -104,24 +100,40 @@ async def job_stream(request: web.Request) -> web.StreamResponse:
             }
         )
         await response.prepare(request)
-        stream = _EventStream(response, hub, job_id, since)
+        stream = _EventStream(response, request.app[HUB], job_id, since)
         await response.write(b"retry: 1000\n\n")
-        if reset:
+        if ack["reset"]:
             await response.write(b"event: reset\ndata: {}\n\n")
             stream.last = None
         with contextlib.suppress(ConnectionError):
-            if caught is not None:
-                await stream.begin_lines(caught)
-            if not await stream.send_all([*missed, *([job] if job else [])]):
-                if caught is not None:
-                    await stream.put_lines(caught["logs"])
+            if logs:
+                await stream.begin_lines(cast(LogCatchUp, ack))
+            if not await stream.send_all([*ack["missed"], *([ack["job"]] if ack["job"] else [])]):
+                if logs:
+                    await stream.put_lines(ack["logs"])
                     await stream.fill_lines()
                 await stream.follow(tap)
         return response
     finally:
         sessions.forget(tap.sid)
-        for room in rooms:
-            manager.remove_tap(JOB_NS, room, tap)
+        await jobs.leave_all(follower)
+
+
+@dataclass(eq=False)
+class _TapFollower:
+    """An event stream's follower: the rooms it enters are taps on the manager."""
+
+    identity: Identity
+    described: dict[str, Any]
+    manager: LocalManager
+    tap: Tap
+    subscriptions: set[str] = field(default_factory=set)
+
+    async def enter(self, room: str) -> None:
+        self.manager.add_tap(JOB_NS, room, self.tap)
+
+    async def exit(self, room: str) -> None:
+        self.manager.remove_tap(JOB_NS, room, self.tap)
 
 
 def _since(raw: str | None, name: str) -> int | None:
@@ -167,12 +179,6 @@ class _EventStream:
         lines = caught["logs"]
         self.log_last = lines[0]["offset"] - 1 if lines else caught["log_offset"]
 
-    async def send_lines(self, batch: LogBatch) -> None:
-        """A live batch: the lines missing before it first (read from the store)."""
-        if self.log_last is not None and batch["lines"][0]["offset"] > self.log_last + 1:
-            await self.fill_lines()  # a gap (lines crossing processes)
-        await self.put_lines(batch["lines"])
-
     async def fill_lines(self) -> None:
         """Every kept line not sent yet, from the store."""
         if self.log_last is not None:
@@ -194,19 +200,14 @@ class _EventStream:
             except TimeoutError:
                 await self.response.write(b": keep-alive\n\n")
                 continue
-            if kind == "job:log":
-                await self.send_lines(body)
+            if kind == "job:log":  # in offset order, like events in seq order (ordering.py)
+                await self.put_lines(body["lines"])
                 continue
             if kind in ("token:expiring", "error"):
                 await self._write(kind, body)
                 if kind == "error":  # the token expired or was revoked
                     return
                 continue
-            if self.last is not None and body["seq"] > self.last + 1:
-                # a gap (events crossing processes): fill it
-                _, missed, _ = await self.hub.catch_up(self.job_id, self.last)
-                if await self.send_all(missed):
-                    return
             if await self.send_all([body]):
                 return
         log.info("ending a slow SSE stream; the client resumes with Last-Event-ID")

@@ -14,9 +14,10 @@ import socketio
 
 from .. import fanout
 from ..auth import Auth, Identity, Unauthorized
-from ..authhook import AuthWebhook, HookUnavailable, describe, environ_headers
+from ..authhook import HookUnavailable, describe, environ_headers
 from ..errors import ApiError, forbidden, invalid_payload, unavailable
 from ..hub import Hub
+from ..jobs import JobService
 from ..limits import TokenBucket
 from ..metrics import Metrics
 from ..models import Member, Payload, RefreshIn
@@ -99,20 +100,6 @@ class Connection:
     rooms: set[str] = field(default_factory=set)
     described: dict[str, Any] = field(default_factory=dict)  # for the auth webhook
 
-    async def hook_allows(
-        self, hook: AuthWebhook | None, event: str, field: str, value: str
-    ) -> None:
-        """With --auth-webhook-subscribe, the app's word on a subscribe or join of a
-        connection it identified: ApiError forbidden (or unavailable) when it says no."""
-        if hook is None or self.identity.source != "webhook":
-            return
-        try:
-            allowed = await hook.allows(self.described, event, field, value)
-        except HookUnavailable as exc:
-            raise unavailable(str(exc)) from None
-        if not allowed:
-            raise forbidden(f"the auth webhook does not allow {field} {value!r}")
-
 
 @dataclass(frozen=True)
 class Context:
@@ -124,6 +111,7 @@ class Context:
     settings: Settings
     order: JobOrder
     sessions: Sessions
+    jobs: JobService
 
 
 Handler = Callable[[str, Connection, Any], Awaitable[dict[str, Any]]]

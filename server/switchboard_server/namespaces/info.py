@@ -7,6 +7,7 @@ import logging
 from typing import Any, ClassVar
 
 from ..auth import Identity
+from ..authhook import check_hook
 from ..errors import forbidden, unavailable
 from ..hub import chat_room
 from ..models import MessageIn, Payload, RecentIn, RoomIn
@@ -37,7 +38,7 @@ class InfoNamespace(BaseNamespace):
         room = payload.room
         if not conn.identity.may_join(room):
             raise forbidden(f"your token does not grant room {room!r}")
-        await conn.hook_allows(self.ctx.auth.hook, "join", "room", room)
+        await check_hook(self.ctx.auth.hook, conn, "join", "room", room)
         async with self._locks.setdefault(sid, asyncio.Lock()):
             if self.conns.get(sid) is not conn:
                 raise unavailable("not connected")
