@@ -13,12 +13,12 @@ from .conftest import ADMIN, SECRET, TRANSPORTS, Connect, Server, StartServer
 
 
 def token(secret: str = SECRET, alg: str = "HS256", **claims: Any) -> str:
-    body: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 600, **claims}
+    body: dict[str, Any] = {"sub": "user-1", "exp": int(time.time()) + 86400, **claims}
     return jwt.encode(body, secret, algorithm=alg)
 
 
 def unsigned(**claims: Any) -> str:
-    body = {"sub": "user-1", "exp": int(time.time()) + 600, **claims}
+    body = {"sub": "user-1", "exp": int(time.time()) + 86400, **claims}
     return jwt.encode(body, None, algorithm="none")  # type: ignore[arg-type]
 
 

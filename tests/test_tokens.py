@@ -10,7 +10,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,21 +147,21 @@ async def test_refresh_replaces_the_grants(secured: Server, admin: Api, connect:
 @pytest.mark.parametrize(
     ("payload", "code"),
     [
-        ({"token": token(sub="bob")}, "forbidden"),
-        ({"token": token(ttl=-5)}, "unauthorized"),
-        ({"token": "garbage"}, "unauthorized"),
-        ({"token": ADMIN}, "forbidden"),  # the admin token is not a refresh of a user's
-        ({}, "invalid_payload"),
-        ({"token": 42}, "invalid_payload"),
-        ({"token": "x" * 9000}, "invalid_payload"),
+        (lambda: {"token": token(sub="bob")}, "forbidden"),
+        (lambda: {"token": token(ttl=-5)}, "unauthorized"),
+        (lambda: {"token": "garbage"}, "unauthorized"),
+        (lambda: {"token": ADMIN}, "forbidden"),  # the admin token is not a user's refresh
+        (lambda: {}, "invalid_payload"),
+        (lambda: {"token": 42}, "invalid_payload"),
+        (lambda: {"token": "x" * 9000}, "invalid_payload"),
     ],
     ids=["other-sub", "expired", "garbage", "admin", "missing", "number", "huge"],
 )
 async def test_bad_refreshes_are_refused_and_the_old_token_stays(
-    secured: Server, connect: Connect, payload: dict[str, Any], code: str
+    secured: Server, connect: Connect, payload: Callable[[], dict[str, Any]], code: str
 ) -> None:
     client = await listening(connect, secured.url, token(jobs=["a"]))
-    ack = await client.call("/job", "refresh", payload)
+    ack = await client.call("/job", "refresh", payload())  # made now: tokens expire
     assert ack["ok"] is False and ack["error"]["code"] == code
     assert (await client.call("/job", "subscribe", {"job_id": "a"}))["ok"]
     whoami = await client.call("/job", "whoami")
