@@ -34,6 +34,21 @@ clients. Sections:
   every subscriber has every line (offsets checked: no gap, none repeated or out of
   order). Lines/s beside the job's update rate on the same server (--log-updates updates
   to one job, as many in flight), SQLite / Redis (appendfsync always) / memory.
+- width: does every node paying for every job's events matter past a few nodes? 1, 4, 8,
+  12 (--width-nodes) `serve --store redis://` nodes on one redis-server, --width-clients
+  websocket subscribers per node, each node's watching --width-jobs jobs that only its
+  clients watch; --width-rate updates/s for --width-seconds s spread over all the jobs,
+  POSTed through every node in turn: CPU-seconds per 1,000 updates of each node (from
+  /proc), publish-to-delivery p50/p99, every delivery checked (none missing, none out of
+  order, none for a job the client does not watch). Then the same rate to jobs nobody
+  watches, POSTed through node 1 only: the other nodes only receive, so their CPU (less
+  their idle CPU) is the price of unwatched pub/sub traffic, in µs per event per node;
+  Redis CPU and output bytes (INFO stats total_net_output_bytes) per update. On the
+  --width-replay-nodes cluster, a real message of the channel is also PUBLISHed straight
+  into Redis at --width-replay-rates events/s (faster than one node takes POSTs here), as
+  a job nobody watches: the cost per unwatched event falls as more arrive per wakeup.
+  Ends with the share of a core each node spends on unwatched events at 1,000 and 10,000
+  events/s cluster-wide, and the rate from which that passes 10%.
 
 Prints Markdown and writes it to --out. Needs node (and redis-server for the Redis rows and
 the scale-out section).
@@ -53,6 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,7 +82,13 @@ SERVERS = ("switchboard", "node")
 FAULTS = "deliveries missing / clients dropped / out of seq order (all runs)"
 LOG_FAULTS = ("lines missing / offset gaps / repeated or out of order / refused POSTs / "
               "other (all runs)")  # fmt: skip
-SECTIONS = ("fanout", "rate", "flood", "memory", "idle", "durable", "hotjob", "scaleout", "logs")
+SECTIONS = ("fanout", "rate", "flood", "memory", "idle", "durable", "hotjob", "scaleout", "logs",
+            "width")  # fmt: skip
+WIDTH_FAULTS = ("deliveries missing / clients dropped / out of seq order / foreign events / "
+                "refused / subscriptions lost (all runs)")  # fmt: skip
+WIDTH_SETTLE = 0.25  # seconds after a phase for the last pub/sub events to be handled
+WIDTH_CHANNEL = "switchboard:socketio"  # the nodes' pub/sub channel (default --redis-prefix)
+WIDTH_LISTENER = "bench-listener"  # the client name of the bench's own subscriber
 LOG_TARGET = 20_000  # lines/s on one node with SQLite, the goal of live log lines
 
 
@@ -84,7 +106,7 @@ def free_ports(count: int) -> list[int]:
 
 
 def wait_for(port: int, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # a dozen nodes starting at once on 2 CPUs
     while time.monotonic() < deadline and proc.poll() is None:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", port)) == 0:
@@ -581,6 +603,363 @@ def scaleout(nodes: list[int], clients: int, jobs: int, updates: int, concurrenc
     return report + "\n" + table(title, head, rows)
 
 
+def resp_command(*args: str) -> bytes:
+    """One Redis command in RESP."""
+    return (f"*{len(args)}\r\n" + "".join(f"${len(a.encode())}\r\n{a}\r\n" for a in args)).encode()
+
+
+def resp_read(reply: Any) -> Any:
+    """One RESP answer from a binary file over the Redis socket, decoded."""
+    line = reply.readline().rstrip(b"\r\n")
+    kind, rest = line[:1], line[1:]
+    if kind == b"-":
+        raise RuntimeError(rest.decode())
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        return None if int(rest) < 0 else reply.read(int(rest) + 2)[:-2].decode()
+    if kind == b"*":
+        return [resp_read(reply) for _ in range(int(rest))]
+    if not line:
+        raise ConnectionError("redis closed the connection")
+    return rest.decode()
+
+
+def redis_socket(url: str) -> socket.socket:
+    where = urllib.parse.urlsplit(url)
+    return socket.create_connection((where.hostname, where.port), timeout=10)
+
+
+def redis_command(url: str, *args: str) -> Any:
+    """One command to the Redis at `url`, its answer decoded (stdlib only)."""
+    with redis_socket(url) as sock, sock.makefile("rb") as reply:
+        sock.sendall(resp_command(*args))
+        return resp_read(reply)
+
+
+def redis_stat(url: str, name: str) -> int:
+    """One integer field of Redis's INFO stats (total_net_output_bytes, …)."""
+    for line in str(redis_command(url, "INFO", "stats")).splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.partition(":")[2])
+    raise RuntimeError(f"no {name} in INFO stats")
+
+
+@contextlib.contextmanager
+def listening(url: str, channel: str) -> Iterator[Any]:
+    """A plain subscriber of `channel`; yields next_message() -> the next payload."""
+
+    def next_message() -> str:
+        while True:
+            try:
+                kind, _, payload = resp_read(reply)
+            except TimeoutError:
+                raise SystemExit(f"no message on {channel} in 10 s: do the nodes publish "
+                                 f"there (WIDTH_CHANNEL)?") from None  # fmt: skip
+            if kind == "message":
+                return str(payload)
+
+    with redis_socket(url) as sock, sock.makefile("rb") as reply:
+        sock.sendall(resp_command("CLIENT", "SETNAME", WIDTH_LISTENER))
+        resp_read(reply)  # OK
+        sock.sendall(resp_command("SUBSCRIBE", channel))
+        resp_read(reply)  # subscribed
+        yield next_message
+
+
+def replay(url: str, payload: str, rate: float, seconds: float) -> dict[str, Any]:
+    """PUBLISH `payload` to the nodes' channel `rate` times a second for `seconds`, each
+    as soon as it is due (one at a time at low rates, as real updates come)."""
+    total, sent = round(rate * seconds), 0
+    command = resp_command("PUBLISH", WIDTH_CHANNEL, payload)
+    with redis_socket(url) as sock, sock.makefile("rb") as reply:
+        started = time.monotonic()
+        while sent < total:
+            due = min(total, int((time.monotonic() - started) * rate)) - sent
+            if due <= 0:
+                time.sleep(0.0002)
+                continue
+            sock.sendall(command * due)
+            for _ in range(due):
+                resp_read(reply)
+            sent += due
+        elapsed = time.monotonic() - started
+    return {"ok": sent, "updates_per_s": sent / elapsed, "expected": 0, "delivered": 0,
+            "missing": 0, "dropped": 0, "out_of_order": 0, "foreign": 0,
+            "refused": 0}  # fmt: skip
+
+
+def pubsub_backlog(url: str) -> int:
+    """Bytes Redis still holds for its pub/sub subscribers (the nodes falling behind; not
+    the bench's own listener, which reads only one message)."""
+    behind = 0
+    for line in str(redis_command(url, "CLIENT", "LIST")).splitlines():
+        fields = dict(field.partition("=")[::2] for field in line.split())
+        if int(fields.get("sub", "0")) > 0 and fields.get("name") != WIDTH_LISTENER:
+            behind += int(fields.get("obl", "0")) + int(fields.get("omem", "0"))
+    return behind
+
+
+@contextlib.contextmanager
+def width_load(servers: list[Server], redis: Server, per_node: int, jobs: int) -> Iterator[Any]:
+    """width.mjs connected to every node; yields measure(phase or None, idle seconds),
+    which samples every node's CPU time (and order fills), Redis's CPU time and output
+    bytes, around one phase of publishing (None: around `idle` seconds of nothing)."""
+
+    def sample(fills_first: bool) -> dict[str, Any]:
+        """CPU times and counters; the nodes' /metrics read outside the window measured."""
+        found: dict[str, Any] = {}
+        if fills_first:
+            found["fills"] = sum(server.counters()["fills"] for server in servers)
+        found.update(at=time.monotonic(), cpu=[server.cpu_seconds() for server in servers],
+                     redis_cpu=redis.cpu_seconds(), client_cpu=client.cpu_seconds(),
+                     redis_out=redis_stat(redis.url, "total_net_output_bytes"))  # fmt: skip
+        if not fills_first:
+            found["fills"] = sum(server.counters()["fills"] for server in servers)
+        return found
+
+    def measure(phase: dict[str, Any] | None, idle: float = 0.0) -> dict[str, Any]:
+        before = sample(fills_first=True)
+        if phase is None:
+            time.sleep(idle)
+            found: dict[str, Any] = {}
+        elif "replay" in phase:
+            found = replay(redis.url, phase["replay"], phase["rate"], phase["seconds"])
+        else:
+            stdin.write(json.dumps(phase) + "\n")
+            stdin.flush()
+            line = stdout.readline()
+            if not line:
+                errors.seek(0)
+                raise SystemExit(f"width.mjs {phase}: {errors.read()}")
+            found = dict(json.loads(line))
+        caught_up = time.monotonic()
+        while pubsub_backlog(redis.url) and time.monotonic() < caught_up + 30:
+            time.sleep(0.05)
+        found["behind_s"] = time.monotonic() - caught_up  # until Redis held nothing back
+        time.sleep(WIDTH_SETTLE)  # the last events through pub/sub, on every node
+        after = sample(fills_first=False)
+        found["wall_s"] = after["at"] - before["at"]
+        found["cpu_s"] = [b - a for a, b in zip(before["cpu"], after["cpu"], strict=True)]
+        for key in ("redis_cpu", "client_cpu", "redis_out", "fills"):
+            found[key] = after[key] - before[key]
+        return found
+
+    urls = ",".join(server.url for server in servers)
+    command = ["node", str(NODE_REF / "width.mjs"), urls, str(per_node), str(jobs), TOKEN]
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=errors, text=True)  # fmt: skip
+        assert proc.stdin is not None and proc.stdout is not None
+        stdin, stdout = proc.stdin, proc.stdout
+        client = Server("", proc.pid)
+        try:
+            if not stdout.readline():  # {"ready": true}: every subscriber is in
+                errors.seek(0)
+                raise SystemExit(f"width.mjs: {errors.read()}")
+            yield measure
+            stdin.close()
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                stop(proc)
+
+
+def width(nodes: list[int], per_node: int, jobs: int, rate: float, seconds: float, idle: float,
+          replay_nodes: int, replay_rates: list[float], replay_seconds: float,
+          repeat: int) -> str:  # fmt: skip
+    """N nodes on one Redis, each with its own watchers of its own jobs: what each node
+    pays for the pub/sub traffic of jobs it has no watcher for (every node receives every
+    event on one channel). Per cluster: updates to the watched jobs POSTed through every
+    node in turn; the same rate to jobs nobody watches, POSTed through node 1 only, so the
+    other nodes do nothing but receive unwatched events; and, on one cluster size, a real
+    message of the channel replayed straight into Redis at higher rates (more than one
+    node can take POSTs for on this machine), which every node receives unwatched."""
+    if shutil.which("redis-server") is None:
+        return table("Width", ["nodes"], [["redis-server not installed"]])
+    runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for r in range(repeat):
+        for count in nodes:  # a fresh Redis and fresh nodes for each size
+            with contextlib.ExitStack() as stack:
+                redis = stack.enter_context(redis_server("everysec"))
+                assert redis is not None
+                servers = stack.enter_context(cluster("switchboard", redis.url, count))
+                measure = stack.enter_context(width_load(servers, redis, per_node, jobs))
+                every = list(range(count))
+                # Warm every path (scripts loaded, pub/sub and POST code run), unmeasured,
+                # and keep one message of the channel as the nodes publish it, to replay.
+                with listening(redis.url, WIDTH_CHANNEL) as next_message:
+                    measure({"watched": False, "rate": rate, "seconds": 1, "via": every})
+                    message = json.loads(next_message())
+                message["host_id"] = "bench-replay"  # no node's own: every node handles it
+                base = measure(None, idle)
+                cases = [("watched", {"watched": True, "rate": rate, "seconds": seconds,
+                                      "via": every}),
+                         ("unwatched", {"watched": False, "rate": rate, "seconds": seconds,
+                                        "via": [0]})]  # fmt: skip
+                if count == replay_nodes:
+                    cases += [(f"replay {x:g}", {"replay": json.dumps(message), "rate": x,
+                                                 "seconds": replay_seconds})
+                              for x in replay_rates]  # fmt: skip
+                for case, phase in cases if r % 2 == 0 else cases[::-1]:  # first in turn
+                    found = measure(phase)
+                    found["idle_cpu_per_s"] = [c / base["wall_s"] for c in base["cpu_s"]]
+                    found["subscribed"] = int(
+                        redis_command(redis.url, "PUBSUB", "NUMSUB", WIDTH_CHANNEL)[1]
+                    )
+                    runs.setdefault((count, case), []).append(found)
+
+    def per_event(found: dict[str, Any], cpu: float) -> float:
+        """CPU seconds per 1,000 updates published."""
+        return 1000 * cpu / max(int(found["ok"]), 1)
+
+    def unwatched_us(found: dict[str, Any], first: int = 1) -> list[float]:
+        """µs per event on each node from `first` on, which only received (idle CPU out)."""
+        return [1e6 * (cpu - idle_rate * found["wall_s"]) / max(int(found["ok"]), 1)
+                for cpu, idle_rate in zip(found["cpu_s"][first:], found["idle_cpu_per_s"][first:],
+                                          strict=True)]  # fmt: skip
+
+    def med(values: list[float]) -> float:
+        return float(statistics.median(values))
+
+    def faults(found: list[dict[str, Any]], count: int) -> str:
+        lost = sum(count - r["subscribed"] for r in found)
+        return " / ".join(str(sum(r[key] for r in found))
+                          for key in ("missing", "dropped", "out_of_order", "foreign",
+                                      "refused")) + f" / {lost}"  # fmt: skip
+
+    def busy(found: list[dict[str, Any]], first: int) -> str:
+        """Share of one core, mean of the nodes from `first` on."""
+        return (
+            f"{100 * med([statistics.mean(r['cpu_s'][first:]) / r['wall_s'] for r in found]):.1f}%"
+        )
+
+    def spread(values: list[float]) -> str:
+        return f"{statistics.mean(values):.0f} ({min(values):.0f} to {max(values):.0f})"
+
+    cost: dict[int, float] = {}  # nodes -> µs per unwatched event per node, POSTed load
+    for count in nodes:
+        if count > 1:
+            found = runs[(count, "unwatched")]
+            cost[count] = med([statistics.mean(unwatched_us(r)) for r in found])
+
+    rows: list[list[object]] = []
+    for count in nodes:
+        found = runs[(count, "watched")]
+        each = " / ".join(f"{med([per_event(r, r['cpu_s'][i]) for r in found]):.3f}"
+                          for i in range(count))  # fmt: skip
+        load = med([statistics.mean(r["cpu_s"]) / r["wall_s"] for r in found])
+        part = "-"
+        if count in cost:  # the other nodes' events, at the measured cost of one
+            spent = med([r["ok"] * (count - 1) / count * cost[count] / 1e6
+                         / statistics.mean(r["cpu_s"]) for r in found])  # fmt: skip
+            part = f"{100 * spent:.0f}%"
+        rows.append([count, count * per_node, count * jobs,
+                     f"{med([r['updates_per_s'] for r in found]):.0f}", each,
+                     f"{100 * load:.1f}%", part,
+                     f"{med([r['p50_ms'] or 0 for r in found]):.1f} / "
+                     f"{med([r['p99_ms'] or 0 for r in found]):.1f}",
+                     f"{sum(r['delivered'] for r in found):,} / "
+                     f"{sum(r['expected'] for r in found):,}",
+                     f"{med([r['fills'] for r in found]):,.0f}",
+                     f"{med([per_event(r, r['redis_cpu']) for r in found]):.3f}",
+                     f"{med([r['redis_out'] / max(r['ok'], 1) for r in found]):,.0f}",
+                     faults(found, count)])  # fmt: skip
+    head = ["nodes", "clients", "watched jobs", "updates/s",
+            "CPU s per 1,000 updates, each node", "CPU of one core, mean node",
+            "of which unwatched events (est.)", "publish→deliver p50 / p99 ms",
+            "delivered / expected (all runs)", "order fills", "Redis CPU s per 1,000 updates",
+            "Redis output bytes per update", WIDTH_FAULTS]  # fmt: skip
+    title = (f"Width: {per_node} websocket clients per node watching {jobs} job(s) that only "
+             f"that node's clients watch, {rate:g} updates/s for {seconds:g} s spread over "
+             f"all the jobs, POSTed through every node in turn, Redis appendfsync everysec, "
+             f"median of {repeat}")  # fmt: skip
+    report = table(title, head, rows)
+
+    rows = []
+    single = runs.get((1, "unwatched"))
+    for count in nodes:
+        found = runs[(count, "unwatched")]
+        idle_ms = med([1000 * statistics.mean(r["idle_cpu_per_s"]) for r in found])
+        out = med([r["redis_out"] / max(r["ok"], 1) for r in found])
+        receivers = receiving = copy = "-"
+        if count in cost:
+            receivers = spread([u for r in found for u in unwatched_us(r)])
+            receiving = busy(found, 1)
+            if single:
+                alone = med([r["redis_out"] / max(r["ok"], 1) for r in single])
+                copy = f"{(out - alone) / (count - 1):,.0f}"
+        rows.append([count, found[0]["subscribed"], f"{idle_ms:.1f}",
+                     f"{med([per_event(r, r['cpu_s'][0]) for r in found]):.3f}", receivers,
+                     receiving, f"{med([per_event(r, r['redis_cpu']) for r in found]):.3f}",
+                     f"{out:,.0f}", copy, f"{out * 10_000 / 1e6:.1f}",
+                     faults(found, count)])  # fmt: skip
+    head = ["nodes", "pub/sub subscribers", "idle CPU ms/s per node",
+            "node 1 (takes every POST) CPU s per 1,000 updates",
+            "µs per unwatched event per node, mean (min to max)",
+            "CPU of one core, each receiving node", "Redis CPU s per 1,000 updates",
+            "Redis output bytes per update", "bytes per pub/sub copy",
+            "Redis output MB/s at 10,000 updates/s", WIDTH_FAULTS]  # fmt: skip
+    title = (f"Width, unwatched: the same {rate:g} updates/s for {seconds:g} s to jobs nobody "
+             f"watches, POSTed through node 1 only, so the other nodes only receive (their "
+             f"idle CPU taken out), median of {repeat}")  # fmt: skip
+    report += "\n" + table(title, head, rows)
+
+    curve: list[tuple[float, float]] = []  # (events/s, µs per unwatched event per node)
+    rows = []
+    for x in sorted(replay_rates):
+        found = runs.get((replay_nodes, f"replay {x:g}"), [])
+        if not found:
+            continue
+        us = med([statistics.mean(unwatched_us(r, first=0)) for r in found])
+        curve.append((x, us))
+        rows.append([f"{x:g}", f"{med([r['updates_per_s'] for r in found]):,.0f}",
+                     spread([u for r in found for u in unwatched_us(r, first=0)]),
+                     busy(found, 0),
+                     f"{med([r['behind_s'] for r in found]):.2f}",
+                     f"{med([per_event(r, r['redis_cpu']) for r in found]):.3f}",
+                     f"{med([r['redis_out'] / max(r['ok'], 1) for r in found]):,.0f}",
+                     faults(found, replay_nodes)])  # fmt: skip
+    if rows:
+        head = ["events/s", "published/s", "µs per unwatched event per node, mean (min to max)",
+                "CPU of one core, mean node", "s Redis held events back after the last",
+                "Redis CPU s per 1,000 events", "Redis output bytes per event",
+                WIDTH_FAULTS]  # fmt: skip
+        title = (f"Width, unwatched at higher rates: one message of the channel as a node "
+                 f"published it (a job nobody watches; its host id changed so that every "
+                 f"node handles it) PUBLISHed straight into Redis, each as soon as due, for "
+                 f"{replay_seconds:g} s, {replay_nodes} nodes (idle CPU taken out), median "
+                 f"of {repeat}")  # fmt: skip
+        report += "\n" + table(title, head, rows)
+    if not curve and cost:
+        curve = [(rate, med(list(cost.values())))]
+    if curve and max(nodes) > 1:
+        widest = max(nodes)
+        unwatched = (widest - 1) / widest  # each node watches 1/N of the cluster's jobs
+
+        def share(total: float) -> float:
+            """Share of one core per node for `total` events/s cluster-wide: the cost per
+            event interpolated between the rates measured (held at the ends)."""
+            lower = max([p for p in curve if p[0] <= total], default=curve[0])
+            upper = min([p for p in curve if p[0] >= total], default=curve[-1])
+            us = lower[1]
+            if upper[0] > lower[0]:
+                us += (upper[1] - lower[1]) * (total - lower[0]) / (upper[0] - lower[0])
+            return total * unwatched * us / 1e6
+
+        limit = next((10 * 1.01**k for k in range(1200) if share(10 * 1.01**k) >= 0.1), 0.0)
+        measured = ", ".join(f"{us:.0f} µs at {x:g}/s" for x, us in curve)
+        report += (f"\nAn unwatched event costs each node {measured} (more events per wakeup "
+                   f"as the rate grows); every node receives every "
+                   f"event, so this is paid on each node whatever the node count. With "
+                   f"{widest} nodes, each watching 1/{widest} of the jobs, unwatched events "
+                   f"take {100 * share(1_000):.0f}% of one core per node at 1,000 events/s "
+                   f"cluster-wide and {100 * share(10_000):.0f}% at 10,000 (at "
+                   f"{curve[-1][1]:.0f} µs, the cost at the highest rate measured); 10% of a "
+                   f"core from about {limit:,.0f} events/s.\n")  # fmt: skip
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[1000, 5000])
@@ -617,7 +996,23 @@ def main() -> int:
     # eight loads of 600 subscribers on fresh Redis and nodes for each cluster size), logs
     # about 2 minutes (three repeats of a server per store, each taking 1,000 updates and
     # four loads of 30,000 lines; with 100 subscribers the one Node process parsing every
-    # copy of every line is the limit on 2 CPUs, see its CPU column).
+    # copy of every line is the limit on 2 CPUs, see its CPU column), width about 2.5
+    # minutes (a fresh Redis and 1, 4, 8, 12 nodes, each taking two 10-second loads; the
+    # 4-node cluster also four 5-second replays).
+    parser.add_argument("--width-nodes", type=int, nargs="+", default=[1, 4, 8, 12])
+    parser.add_argument("--width-clients", type=int, default=4, help="per node, width section")
+    parser.add_argument("--width-jobs", type=int, default=2,
+                        help="jobs per node, watched by that node's clients only")  # fmt: skip
+    parser.add_argument("--width-rate", type=float, default=200.0, help="updates/s, width")
+    parser.add_argument("--width-seconds", type=float, default=10.0)
+    parser.add_argument("--width-idle", type=float, default=5.0,
+                        help="seconds of idle CPU measured per cluster, width section")  # fmt: skip
+    parser.add_argument("--width-replay-nodes", type=int, default=4,
+                        help="the cluster size that also takes the replayed rates")  # fmt: skip
+    parser.add_argument(
+        "--width-replay-rates", type=float, nargs="+", default=[200, 1000, 2000, 4000]
+    )
+    parser.add_argument("--width-replay-seconds", type=float, default=5.0)
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.md")
     args = parser.parse_args()
@@ -649,6 +1044,18 @@ def main() -> int:
             args.log_in_flight,
             args.log_line_bytes,
             args.log_updates,
+            args.repeat,
+        ),
+        "width": lambda: width(
+            args.width_nodes,
+            args.width_clients,
+            args.width_jobs,
+            args.width_rate,
+            args.width_seconds,
+            args.width_idle,
+            args.width_replay_nodes,
+            args.width_replay_rates,
+            args.width_replay_seconds,
             args.repeat,
         ),
     }

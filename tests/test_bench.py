@@ -124,3 +124,37 @@ def test_bench_logs_smoke(tmp_path: Path) -> None:
     assert all(r[faults] == "0 / 0 / 0 / 0 / 0" for r in found), found
     assert all(r["updates refused"] == "0" for r in found), found
     assert "SQLite against the target of 20,000 lines/s" in table
+
+
+def test_bench_width_smoke(tmp_path: Path) -> None:
+    """The width section, tiny: every row there, every watched event delivered once in
+    order, nothing refused, every node still subscribed, and the summary written."""
+    require_binary("node")
+    require_binary("redis-server")
+    table = run_bench(
+        ["--repeat", "1", "--width-nodes", "1", "2", "--width-clients", "2", "--width-jobs",
+         "1", "--width-rate", "40", "--width-seconds", "1", "--width-idle", "0.5",
+         "--width-replay-nodes", "2", "--width-replay-rates", "100", "--width-replay-seconds",
+         "1", "--only", "width"],
+        tmp_path / "latest.md", timeout=180,
+    )  # fmt: skip
+    watched = rows(table, "Width:")
+    assert [(r["nodes"], r["clients"], r["watched jobs"]) for r in watched] == [
+        ("1", "2", "1"), ("2", "4", "2")
+    ]  # fmt: skip
+    faults = next(head for head in watched[0] if head.startswith("deliveries missing"))
+    assert all(r[faults] == "0 / 0 / 0 / 0 / 0 / 0" for r in watched), watched
+    for r in watched:
+        delivered, expected = r["delivered / expected (all runs)"].split(" / ")
+        assert delivered == expected != "0", r
+    assert [len(r["CPU s per 1,000 updates, each node"].split(" / ")) for r in watched] == [1, 2]
+
+    unwatched = rows(table, "Width, unwatched:")
+    assert [(r["nodes"], r["pub/sub subscribers"]) for r in unwatched] == [("1", "1"), ("2", "2")]
+    assert all(r[faults] == "0 / 0 / 0 / 0 / 0 / 0" for r in unwatched), unwatched
+    assert unwatched[1]["µs per unwatched event per node, mean (min to max)"] != "-"
+
+    replayed = rows(table, "Width, unwatched at higher rates")
+    assert [r["events/s"] for r in replayed] == ["100"]
+    assert all(r[faults] == "0 / 0 / 0 / 0 / 0 / 0" for r in replayed), replayed
+    assert "10% of a core from about" in table
