@@ -1,21 +1,44 @@
-"""What fanout.py and namespaces/base.py assume of python-engineio and python-socketio.
+"""What engine.py assumes of python-engineio and python-socketio (and of asyncio.Queue).
 
-Each test names one assumption, so an upgrade of the pinned libraries fails here, with
-the reason, rather than somewhere downstream.
+engine.py is the only module that touches those libraries' internals. Each test here
+names one thing it relies on, so an upgrade of the pinned libraries fails here, with the
+reason, rather than somewhere downstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import inspect
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import engineio
+import pytest
 import socketio
 from engineio import packet as eio_packet
+from engineio.async_drivers.aiohttp import WebSocket
 from engineio.async_socket import AsyncSocket
-from switchboard_server import fanout
+from socketio import packet as sio_packet
+from switchboard_server import engine
+from switchboard_server.manager import LocalDelivery, RedisRelay
+from switchboard_server.metrics import Metrics
 
-from .conftest import Server
+from .conftest import Connect, Server
+
+
+def switchboard_server(relay: RedisRelay | None = None) -> engine.SwitchboardServer:
+    return engine.SwitchboardServer(Metrics(), LocalDelivery(relay=relay), async_mode="aiohttp")
+
+
+def params(function: Callable[..., Any]) -> list[str]:
+    return list(inspect.signature(function).parameters)
+
+
+# python-engineio
 
 
 def test_websocket_handler_is_bound_to_its_socket() -> None:
@@ -31,6 +54,36 @@ def test_websocket_handler_is_bound_to_its_socket() -> None:
     assert wrapped.__get__(socket, AsyncSocket).__self__ is socket
 
 
+async def test_aiohttp_websocket_driver_goes_through_sock() -> None:
+    """FastWebSocket.__call__ replaces the driver's and sets `_sock` itself; the driver's
+    send(), wait() and close() must use that attribute and nothing else it sets."""
+    assert params(WebSocket.__init__) == ["self", "handler", "server"]
+    calls: list[Any] = []
+
+    class Sock:
+        async def send_str(self, text: str) -> None:
+            calls.append(("send_str", text))
+
+        async def receive(self) -> Any:
+            return type("Message", (), {"data": "2probe"})()
+
+        async def close(self) -> None:
+            calls.append("close")
+
+    ws = WebSocket(handler=None, server=None)
+    ws._sock = Sock()
+    await ws.send("4x")
+    assert await ws.wait() == "2probe"
+    await ws.close()
+    assert calls == [("send_str", "4x"), "close"]
+
+
+def test_socket_has_no_websocket_attribute_of_its_own() -> None:
+    """FastWebSocket records itself as `socket.websocket`: engineio must not use the name."""
+    socket = AsyncSocket(engineio.AsyncServer(async_mode="aiohttp"), "sid")
+    assert not hasattr(socket, "websocket")
+
+
 def test_a_none_packet_is_a_noop_that_ends_the_upgrade() -> None:
     """FastWebSocket.wait() returns None to end an upgrade that timed out."""
     assert eio_packet.Packet(encoded_packet=None).packet_type == eio_packet.NOOP
@@ -44,8 +97,8 @@ def test_bad_request_is_a_response_dict() -> None:
 
 
 async def test_queue_counts_unfinished_packets() -> None:
-    """ready() needs asyncio.Queue's count of packets taken but not yet task_done."""
-    queue = fanout.OutQueue()
+    """Engine.write_direct needs asyncio.Queue's count of packets taken but not yet task_done."""
+    queue = engine.OutQueue()
     queue.put_nowait(1)
     assert queue._unfinished_tasks == 1
     await queue.get()
@@ -54,18 +107,319 @@ async def test_queue_counts_unfinished_packets() -> None:
     assert queue._unfinished_tasks == 0
 
 
+async def test_poll_answers_at_most_max_batch_packets() -> None:
+    """OutQueue counts on poll() taking one packet with get() (which asyncio.Queue serves
+    through get_nowait()) and draining the rest with get_nowait()."""
+    socket = AsyncSocket(engine.EngineServer(async_mode="aiohttp"), "sid")
+    for n in range(engine.MAX_BATCH * 2 + 3):
+        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, str(n)))
+    sizes = [len(await socket.poll()) for _ in range(3)]
+    assert sizes == [engine.MAX_BATCH, engine.MAX_BATCH, 3]
+
+
+async def test_a_none_on_the_queue_ends_a_poll() -> None:
+    """drop() and a polling client's goodbye put None on the queue: poll() then answers
+    nothing (the pending GET returns, the websocket writer stops)."""
+    socket = AsyncSocket(engine.EngineServer(async_mode="aiohttp"), "sid")
+    socket.queue.put_nowait(None)
+    assert await socket.poll() == []
+
+
+async def test_an_aborted_close_queues_nothing() -> None:
+    """drop() closes with abort=True: no CLOSE packet queued behind what the client does
+    not read, the socket closed at once, the disconnect handler called."""
+    server = engine.EngineServer(async_mode="aiohttp")
+    seen: list[Any] = []
+    server.on("disconnect", lambda sid, reason: seen.append((sid, reason)))
+    socket = AsyncSocket(server, "sid")
+    await socket.close(wait=False, abort=True)
+    assert socket.closed and socket.queue.qsize() == 0
+    assert seen == [("sid", server.reason.SERVER_DISCONNECT)]
+
+
+async def test_session_ids_come_from_generate_id() -> None:
+    """EngineServer prefixes generate_id() with its node; python-socketio's manager asks
+    the same method for Socket.IO sids."""
+    sio = switchboard_server()
+    sio.eio.node = "n7-"
+    assert sio.eio.generate_id().startswith("n7-")
+    assert (await sio.manager.pre_connect("e1", "/job")).startswith("n7-")
+
+
 async def test_server_uses_our_engine_and_socket_flags(server: Server) -> None:
     sio = server.sio
-    assert isinstance(sio.eio, fanout.EngineServer)
-    assert sio.eio._async["websocket"] is fanout.FastWebSocket
-    assert engineio.async_drivers.aiohttp._async["websocket"] is not fanout.FastWebSocket
+    assert isinstance(sio.eio, engine.EngineServer)
+    assert sio.eio._async["websocket"] is engine.FastWebSocket
+    assert engineio.async_drivers.aiohttp._async["websocket"] is not engine.FastWebSocket
     socket = AsyncSocket(sio.eio, "sid")
     for flag in ("upgrading", "upgraded", "connected", "closed"):
         assert getattr(socket, flag) is False, flag
-    assert isinstance(socket.queue, fanout.OutQueue)
+    assert isinstance(socket.queue, engine.OutQueue)
 
 
-def test_socketio_message_handler_is_overridable() -> None:
-    """Malformed packets are caught around AsyncServer._handle_eio_message."""
-    assert asyncio.iscoroutinefunction(socketio.AsyncServer._handle_eio_message)
-    assert asyncio.iscoroutinefunction(socketio.AsyncServer._handle_event_internal)
+async def test_sessions_are_the_sockets_the_manager_names(
+    server: Server, connect: Connect, transport: str
+) -> None:
+    """`eio.sockets` maps the eio_sid that the manager's participants carry to the
+    session, whose `upgraded` says websocket."""
+    await connect(server.url, namespaces=("/job",))
+    found = list(server.sio.engine.participants("/job"))
+    assert len(found) == 1
+    _, eio_sid = found[0]
+    assert server.sio.engine.has_session(eio_sid)
+    assert eio_sid in server.sio.eio.sockets
+    wanted = "polling" if transport == "polling" else "websocket"
+    assert server.sio.engine.transport_of(eio_sid) == wanted
+    assert server.sio.engine.queue_size(eio_sid) == 0
+
+
+# python-socketio's server
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        ("_engineio_server_class", ["self"]),
+        ("_handle_event_internal", ["self", "server", "sid", "eio_sid", "data", "namespace", "id"]),
+        ("_handle_eio_message", ["self", "eio_sid", "data"]),
+        ("_handle_eio_disconnect", ["self", "eio_sid", "reason"]),
+    ],
+)
+def test_socketio_server_hooks_keep_their_signatures(method: str, expected: list[str]) -> None:
+    """SwitchboardServer overrides these and calls the originals."""
+    original = getattr(socketio.AsyncServer, method)
+    assert params(original) == expected
+    assert inspect.iscoroutinefunction(original) == (method != "_engineio_server_class")
+
+
+def test_engineio_events_reach_our_overrides() -> None:
+    """python-socketio builds its Engine.IO server through _engineio_server_class() and
+    registers its bound _handle_eio_* methods, so our overrides receive the events."""
+    sio = switchboard_server()
+    assert isinstance(sio.eio, engine.EngineServer)
+    assert sio.eio.handlers["message"] == sio._handle_eio_message
+    assert sio.eio.handlers["disconnect"] == sio._handle_eio_disconnect
+
+
+def test_socketio_and_engineio_share_disconnect_reasons() -> None:
+    """_handle_eio_disconnect compares engineio's reason with python-socketio's constant."""
+    assert (
+        socketio.AsyncServer.reason.CLIENT_DISCONNECT
+        == engineio.AsyncServer.reason.CLIENT_DISCONNECT
+    )
+
+
+def test_event_packets_encode_once_as_text_unless_binary() -> None:
+    """Engine.encode: a Socket.IO EVENT encodes to one string, or a list when it carries
+    bytes; its Engine.IO MESSAGE is "4" and that string, the frame every client gets."""
+    sio = switchboard_server()
+    text = sio.packet_class(sio_packet.EVENT, namespace="/job", data=["e", {"a": 1}]).encode()
+    assert text == '2/job,["e",{"a":1}]'
+    assert eio_packet.Packet(eio_packet.MESSAGE, text).encode() == "4" + text
+    binary = sio.packet_class(sio_packet.EVENT, namespace="/job", data=["e", b"\x00"]).encode()
+    assert isinstance(binary, list)
+
+
+# python-socketio's managers
+
+
+def test_the_server_adopts_its_manager() -> None:
+    """AsyncServer(client_manager=...) calls set_server(), so manager.server is the server
+    (python-socketio's per-client path and pre_connect need it)."""
+    sio = switchboard_server()
+    assert isinstance(sio.manager, engine.SingleProcessManager)
+    assert sio.manager.server is sio
+
+
+def test_manager_rooms_and_participants() -> None:
+    """Engine.serves and Engine.participants: `rooms` is keyed by namespace, and
+    get_participants() yields (sid, eio_sid) for a room, a list of rooms or None."""
+    manager = socketio.AsyncManager()
+    manager.basic_enter_room("s1", "/job", None, eio_sid="e1")
+    manager.basic_enter_room("s2", "/job", None, eio_sid="e2")
+    manager.basic_enter_room("s1", "/job", "a")
+    manager.basic_enter_room("s2", "/job", "b")
+    assert "/job" in manager.rooms and "/info" not in manager.rooms
+    assert sorted(manager.get_participants("/job", None)) == [("s1", "e1"), ("s2", "e2")]
+    assert list(manager.get_participants("/job", "a")) == [("s1", "e1")]
+    assert sorted(manager.get_participants("/job", ["a", "b"])) == [("s1", "e1"), ("s2", "e2")]
+
+
+def test_asyncmanager_emit_is_the_per_client_path() -> None:
+    """Engine.emit_each calls AsyncManager.emit unbound, on either of our managers."""
+    assert params(socketio.AsyncManager.emit) == [
+        "self", "event", "data", "namespace", "room", "skip_sid", "callback", "to", "kwargs",
+    ]  # fmt: skip
+    assert issubclass(engine.RedisPubSubManager, socketio.AsyncManager)
+
+
+class Recorded(socketio.AsyncRedisManager):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__("redis://localhost:1/0", channel="chan")
+        self.calls: list[tuple[str, Any]] = []
+
+    async def _handle_emit(self, message: dict[str, Any]) -> None:
+        self.calls.append(("handle", message))
+
+    async def _publish(self, data: Any) -> None:
+        self.calls.append(("publish", data))
+
+
+async def test_pubsub_emit_is_handled_here_then_published() -> None:
+    """AsyncPubSubManager.emit delivers here through _handle_emit, then publishes the same
+    message through _publish (so the relay never carries it back to this process)."""
+    manager = Recorded()
+    await manager.emit("job:update", {"a": 1}, namespace="/job", room="r", skip_sid="s")
+    assert [kind for kind, _ in manager.calls] == ["handle", "publish"]
+    message = manager.calls[0][1]
+    assert manager.calls[1][1] is message
+    assert message["method"] == "emit" and message["host_id"] == manager.host_id
+    assert {"event", "data", "binary", "namespace", "room", "skip_sid", "callback"} <= set(message)
+
+
+async def test_pubsub_rooms_and_disconnects_go_through_publish() -> None:
+    """Every message for other processes goes through _publish, not just emits."""
+    manager = Recorded()
+    await manager.close_room("r", namespace="/job")
+    await manager.leave_room("elsewhere", "/job", "r")
+    assert [data["method"] for kind, data in manager.calls if kind == "publish"] == [
+        "close_room",
+        "leave_room",
+    ]
+
+
+MESSAGES = [
+    {"event": "e", "data": [{"a": 1}], "namespace": "/job", "room": "r", "skip_sid": None},
+    {"event": "e", "data": [1, 2], "namespace": "/job", "room": ["r", "q"], "skip_sid": ["x"]},
+    {"event": "e", "data": [None], "namespace": "/info", "room": None, "skip_sid": "x"},
+    {"event": "e", "data": [{"a": 1}], "namespace": "/job", "room": "r", "skip_sid": None,
+     "callback": ["r", "/job", 3], "host_id": "other"},
+]  # fmt: skip
+
+
+def binary_message() -> dict[str, Any]:
+    data, attachments = sio_packet.Packet.deconstruct_binary([{"blob": b"\x00\x01"}])
+    encoded = [data, *[base64.b64encode(a).decode() for a in attachments]]
+    return {"event": "e", "data": encoded, "binary": True, "namespace": "/job", "room": "r"}
+
+
+@pytest.mark.parametrize(
+    "message",
+    [*MESSAGES, binary_message()],
+    ids=["one-arg", "tuple", "none", "callback", "binary"],
+)
+async def test_handle_emit_decodes_as_python_socketio_does(
+    message: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RedisPubSubManager._handle_emit copies AsyncPubSubManager's decoding, and hands the
+    delivery what python-socketio would hand AsyncManager.emit."""
+    theirs: list[Any] = []
+
+    async def local_emit(self: Any, event: str, data: Any, **kwargs: Any) -> None:
+        theirs.append((event, data, kwargs))
+
+    monkeypatch.setattr(socketio.AsyncManager, "emit", local_emit)
+    await socketio.AsyncRedisManager("redis://localhost:1/0")._handle_emit(message)
+
+    ours: list[Any] = []
+
+    class Delivery:
+        relay = RedisRelay("redis://localhost:1/0", "chan")
+
+        def bind(self, engine: Any) -> None: ...
+
+        async def emit(self, *args: Any, **kwargs: Any) -> None:
+            ours.append((args, kwargs))
+
+        def resubscribed(self) -> None: ...
+
+    manager = engine.RedisPubSubManager(Delivery(), Delivery.relay)
+    await manager._handle_emit(message)
+
+    (event, data, kwargs), ((o_event, o_data, namespace, room, skip, callback), _) = (
+        theirs[0],
+        ours[0],
+    )
+    assert (o_event, o_data, namespace, room, skip) == (
+        event, data, kwargs["namespace"], kwargs["room"], kwargs["skip_sid"],
+    )  # fmt: skip
+    if kwargs["callback"] is None:
+        assert callback is None
+    else:
+        library = socketio.AsyncRedisManager._return_callback
+        assert callback.func.__func__ is kwargs["callback"].func.__func__ is library
+        assert callback.args == kwargs["callback"].args == ("other", "r", "/job", 3)
+
+
+def test_return_callback_signature() -> None:
+    """_handle_emit binds acks for other processes to _return_callback like python-socketio."""
+    assert params(socketio.AsyncRedisManager._return_callback) == [
+        "self", "host_id", "sid", "namespace", "callback_id", "args",
+    ]  # fmt: skip
+
+
+async def test_listener_reads_redis_listen_with_retries() -> None:
+    """python-socketio's _listen() takes redis-py messages from _redis_listen_with_retries
+    and keeps the data of `message`s on its channel."""
+
+    class Fed(socketio.AsyncRedisManager):  # type: ignore[misc]
+        async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+            yield {"type": "subscribe", "channel": b"chan", "data": 1}
+            yield {"type": "message", "channel": b"other", "data": b"no"}
+            yield {"type": "message", "channel": b"chan", "data": b"yes"}
+            await asyncio.Event().wait()
+
+    listen = Fed("redis://localhost:1/0", channel="chan")._listen()
+    assert await anext(listen) == b"yes"
+    await listen.aclose()
+
+
+async def test_listener_hands_other_processes_emits_to_handle_emit() -> None:
+    """The background _thread() decodes each JSON message and passes other hosts' emits
+    (not this one's, already delivered) to _handle_emit."""
+    handled: list[Any] = []
+    ours = {"method": "emit", "event": "mine", "host_id": None}
+    theirs = {"method": "emit", "event": "yours", "host_id": "other", "data": [1]}
+
+    class Fed(socketio.AsyncRedisManager):  # type: ignore[misc]
+        async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+            for message in (ours, theirs):
+                yield {"type": "message", "channel": b"chan", "data": json.dumps(message)}
+            await asyncio.Event().wait()
+
+        async def _handle_emit(self, message: dict[str, Any]) -> None:
+            handled.append(message)
+
+    manager = Fed("redis://localhost:1/0", channel="chan", logger=logging.getLogger("test"))
+    ours["host_id"] = manager.host_id
+    thread = asyncio.create_task(manager._thread())
+    for _ in range(100):
+        if handled:
+            break
+        await asyncio.sleep(0.01)
+    thread.cancel()
+    assert handled == [theirs]
+
+
+def test_redis_server_gets_the_redis_manager() -> None:
+    relay = RedisRelay("redis://localhost:1/0", "chan")
+    sio = switchboard_server(relay)
+    assert isinstance(sio.manager, engine.RedisPubSubManager)
+    assert sio.manager.channel == "chan" and sio.manager.server is sio
+    # python-socketio would encode with engineio.json, which is the stdlib's dumps (with a
+    # safer loads): RedisRelay encodes with json.dumps.
+    assert sio.manager.json.dumps is json.dumps
+
+
+# Outside engine.py: redis_conn.py reads Sentinel URLs with python-socketio's parser
+
+
+def test_sentinel_urls_parse_to_sentinels_service_and_credentials() -> None:
+    from socketio.redis_manager import parse_redis_sentinel_url
+
+    assert parse_redis_sentinel_url("redis+sentinel://:pw@h1:26379,h2:26380/2/mymaster") == (
+        [("h1", 26379), ("h2", 26380)],
+        "mymaster",
+        {"password": "pw", "db": 2},
+    )
+    assert parse_redis_sentinel_url("redis+sentinel://h1:26379/0")[1] is None

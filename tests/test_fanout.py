@@ -1,5 +1,6 @@
-"""The broadcast path (fanout.py): frames written straight to ready websockets, the queue
-for everyone else, and per-client order whichever way each packet went."""
+"""The broadcast path (engine.py, manager.LocalDelivery): frames written straight to ready
+websockets, the queue for everyone else, and per-client order whichever way each packet
+went."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ import httpx
 import jwt
 import pytest
 import socketio
-from switchboard_server import fanout
+from switchboard_server import engine
 
 from .conftest import (
     ADMIN,
@@ -147,7 +147,7 @@ async def test_an_idle_intruder_websocket_cannot_take_the_session(
 ) -> None:
     """Intruder first: the victim's websocket is refused, polling goes on, nothing is lost,
     and the intruder that never finishes the upgrade is let go after the upgrade timeout."""
-    monkeypatch.setattr(fanout, "UPGRADE_TIMEOUT", 1.0)
+    monkeypatch.setattr(engine, "UPGRADE_TIMEOUT", 1.0)
     victim = RawSession(http, server.url)
     await victim.handshake()
     await victim.subscribe("hijack-b")
@@ -188,7 +188,7 @@ async def test_the_official_client_keeps_its_stream_against_an_intruder(
 ) -> None:
     """socket.io-client 4.8 as the victim; the intruder opens a websocket with its sid the
     moment the session exists (before or during the client's own upgrade)."""
-    monkeypatch.setattr(fanout, "UPGRADE_TIMEOUT", 2.0)
+    monkeypatch.setattr(engine, "UPGRADE_TIMEOUT", 2.0)
     node = require_binary("node")
     server = await start_server(client_secret=SECRET)
     before = set(server.sio.eio.sockets)

@@ -1,29 +1,32 @@
 """Local delivery of every emit: Socket.IO participants, plus taps for SSE and plain WebSockets.
 
-python-socketio calls `AsyncManager.emit` on each process for its own clients (directly, or
-from a pub/sub listener with several processes). Subclassing at that seam lets streams
-that are not Socket.IO clients receive the same events, on every process.
+`LocalDelivery` is what each process does with an emit meant for its own clients,
+whether it was emitted here or came over Redis from another process: taps (SSE, /ws,
+the revocation listener), job events put in order, and the Socket.IO clients through
+the engine's broadcast primitives (engine.py), with slow consumers dropped. With several
+processes, `RedisRelay` carries the emits between them. engine.py wires both into
+python-socketio's client managers; nothing here touches a library's internals.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import socketio
-from engineio import packet as eio_packet
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from socketio import packet as sio_packet
 
-from .fanout import Cork, text_frame
 from .hub import JOB_NS
 from .metrics import Metrics
 from .ordering import JobOrder
 from .redis_conn import redis_client
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("switchboard.manager")
 IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
@@ -48,17 +51,29 @@ class Tap:
             self.overflowed.set()
 
 
-class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
-    def __init__(self, metrics: Metrics | None = None, max_pending: int = 1000) -> None:
-        super().__init__()
+class LocalDelivery:
+    """Every emit meant for this process's clients: its own emits and, through the relay,
+    other processes'. The object create_app keeps as app[MANAGER]."""
+
+    def __init__(
+        self,
+        metrics: Metrics | None = None,
+        max_pending: int = 1000,
+        relay: RedisRelay | None = None,
+    ) -> None:
         self.metrics = metrics or Metrics()
         self.max_pending = max_pending  # packets queued for one client before it is dropped
+        self.relay = relay  # None: a single process
+        self.engine: Engine | None = None  # bound by SwitchboardServer
         self.taps: dict[tuple[str, str | None], set[Tap]] = {}
-        self._cork = Cork()
         self._closing: set[asyncio.Future[None]] = set()
+        self._resyncs: set[asyncio.Task[None]] = set()
         # Called when events may have been missed (a pub/sub reconnect): JobOrder.resync.
         self.on_resubscribe: Callable[[], Coroutine[Any, Any, None]] | None = None
         self.order: JobOrder | None = None  # set by create_app: job events in seq order
+
+    def bind(self, engine: Engine) -> None:
+        self.engine = engine
 
     def add_tap(self, namespace: str, room: str | None, tap: Tap) -> None:
         """Receive what is emitted to `room` (None: the whole namespace)."""
@@ -79,14 +94,13 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         room: Any = None,
         skip_sid: Any = None,
         callback: Any = None,
-        to: Any = None,
         **kwargs: Any,
     ) -> None:
         """Every emit meant for this process's clients, its own and other processes'."""
         if self.order is not None and (namespace, event) in ORDERED and callback is None:
             await self.order.offer(event, data)  # it calls deliver() in seq / offset order
             return
-        await self.deliver(event, data, namespace, to or room, skip_sid, callback, **kwargs)
+        await self.deliver(event, data, namespace, room, skip_sid, callback, **kwargs)
 
     async def deliver(
         self,
@@ -98,6 +112,8 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
         callback: Any = None,
         **kwargs: Any,
     ) -> None:
+        """Deliver now (JobOrder calls this in order): the taps of `target`, then the
+        Socket.IO clients in it."""
         rooms: list[str | None] = (
             [target] if target is None or isinstance(target, str) else list(target)
         )
@@ -108,90 +124,105 @@ class LocalManager(socketio.AsyncManager):  # type: ignore[misc]
             if tap.sid not in skipped:
                 tap.deliver(event, data)
                 delivered += 1
-        if namespace in self.rooms:
-            sent = None if callback else self._broadcast(event, data, namespace, target, skipped)
+        engine = self.engine
+        if engine is not None and engine.serves(namespace):
+            sent = (
+                None
+                if callback
+                else self._broadcast(engine, event, data, namespace, target, skipped)
+            )
             if sent is None:  # acks requested, or binary data: python-socketio's own path
-                participants = self.get_participants(namespace, target)
+                participants = engine.participants(namespace, target)
                 sent = sum(sid not in skipped for sid, _ in participants)
                 skip = [sid for sid in skipped if sid is not None]
-                await super().emit(
-                    event, data, namespace, room=target, skip_sid=skip, callback=callback, **kwargs
-                )
+                await engine.emit_each(event, data, namespace, target, skip, callback, **kwargs)
             delivered += sent
         self.metrics.deliveries.labels(namespace, event).inc(delivered)
 
     def _broadcast(
-        self, event: str, data: Any, namespace: str, target: Any, skipped: set[str | None]
+        self,
+        engine: Engine,
+        event: str,
+        data: Any,
+        namespace: str,
+        target: Any,
+        skipped: set[str | None],
     ) -> int | None:
         """Send one event to the Socket.IO participants: encoded once, no task per client.
 
-        Returns how many were sent to, or None for data this path does not carry.
+        Each ready websocket gets the frame written in place; every other client gets the
+        packet queued, unless it stopped reading. Returns how many were sent to, or None
+        for data this path does not carry.
         """
-        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        encoded = self.server.packet_class(
-            sio_packet.EVENT, namespace=namespace, data=[event, *args]
-        ).encode()
-        if isinstance(encoded, list):  # binary attachments
+        encoded = engine.encode(event, data, namespace)
+        if encoded is None:  # binary attachments
             return None
-        message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        frame: bytes | None = None
-        sockets = self.server.eio.sockets
+        write_direct, queue_size, enqueue = engine.write_direct, engine.queue_size, engine.enqueue
+        max_pending = self.max_pending
         direct = queued = 0
-        for sid, eio_sid in list(self.get_participants(namespace, target)):
-            socket = sockets.get(eio_sid)
-            if sid in skipped or socket is None or socket.closed:
+        for sid, eio_sid in engine.participants(namespace, target):
+            if sid in skipped:
                 continue
-            ws = getattr(socket, "websocket", None)
-            if ws is not None and ws.ready(socket):
-                if frame is None:
-                    frame = text_frame(message.encode())
-                self._cork.write(ws, frame)
+            if write_direct(eio_sid, encoded):
                 direct += 1
-            elif not self._too_slow(eio_sid, socket):
-                socket.queue.put_nowait(message)
-                queued += 1
+                continue
+            pending = queue_size(eio_sid)
+            if pending is None:  # gone or closing
+                continue
+            if pending >= max_pending:
+                self._drop_slow(engine, eio_sid, pending)
+                continue
+            enqueue(eio_sid, encoded)
+            queued += 1
         self.metrics.broadcast_sends.labels("direct").inc(direct)
         self.metrics.broadcast_sends.labels("queued").inc(queued)
         return direct + queued
 
-    def _too_slow(self, eio_sid: str, socket: Any) -> bool:
+    def _drop_slow(self, engine: Engine, eio_sid: str, pending: int) -> None:
         """A client that stopped reading: drop it before its queue eats the memory."""
-        if socket.queue.qsize() < self.max_pending:
-            return False
-        if not socket.closed:
-            log.warning(
-                "dropping %s: %d packets unread (slow consumer)",
-                eio_sid,
-                socket.queue.qsize(),
-                extra={"sid": eio_sid, "code": "slow_consumer"},
-            )
-            self.metrics.rejected.labels("slow_consumer").inc()
-            task = asyncio.ensure_future(self.server.eio.drop(eio_sid))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-        return True
+        log.warning(
+            "dropping %s: %d packets unread (slow consumer)",
+            eio_sid,
+            pending,
+            extra={"sid": eio_sid, "code": "slow_consumer"},
+        )
+        self.metrics.rejected.labels("slow_consumer").inc()
+        task = asyncio.ensure_future(engine.drop(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def resubscribed(self) -> None:
+        """The relay subscribed again after a loss: resync what clients may have missed."""
+        if self.on_resubscribe is not None:
+            task = asyncio.create_task(self.on_resubscribe())
+            self._resyncs.add(task)
+            task.add_done_callback(self._resyncs.discard)
 
     async def flush(self) -> None:
-        """Send what is queued for other processes (nothing, on a single process)."""
+        """Wait until every emit queued for other processes is sent (none on one process)."""
+        if self.relay is not None:
+            await self.relay.flush()
 
 
-class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[misc]
-    """Broadcasts through Redis pub/sub; each process delivers through LocalManager.
+# The name streams.py, tokens.py and ordering.py know app[MANAGER]'s type by.
+LocalManager = LocalDelivery
 
-    Two narrow changes to python-socketio's manager: publishing goes through an ordered
-    queue on its own connection with timeouts, retried until Redis takes each message
-    (instead of losing it), and the listener reconnects within two seconds and then asks
-    for a resync of what its clients may have missed.
+
+class RedisRelay:
+    """Emits between processes over Redis pub/sub, in python-socketio's message format.
+
+    Publishing goes through an ordered queue on its own connection with timeouts, retried
+    until Redis takes each message (instead of losing it); the subscription reconnects
+    within two seconds and then calls `resubscribed` for a resync of what its clients may
+    have missed.
     """
 
-    def __init__(self, url: str, channel: str, metrics: Metrics, max_pending: int = 1000) -> None:
-        socketio.AsyncRedisManager.__init__(self, url, channel=channel)
-        self.metrics = metrics
-        self.max_pending = max_pending
+    def __init__(self, url: str, channel: str) -> None:
+        self.url = url
+        self.channel = channel
         self._publisher: Any = None
         self._outgoing: asyncio.Queue[Any] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
-        self._resyncs: set[asyncio.Task[None]] = set()
 
     def _client(self, **options: Any) -> Any:
         """A connection of its own (publisher or listener), following Sentinel failovers.
@@ -200,17 +231,13 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
         replaced by a fresh one (its own resubscribe after a restart is not reliable).
         """
         return redis_client(
-            self.redis_url, pool_size=2, pool_timeout=5, socket_connect_timeout=2,
+            self.url, pool_size=2, pool_timeout=5, socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0), **options,
         )  # fmt: skip
 
-    async def _publish(self, data: Any) -> None:
-        """Queue a message for the other processes: sent in order, retried until it goes.
-
-        python-socketio has already delivered it to this process's clients, so a failed
-        publish must not fail the emit (a retry of the emit would deliver here twice).
-        """
-        self._outgoing.put_nowait(data)
+    def publish(self, message: Any) -> None:
+        """Queue a message for the other processes: sent in order, retried until it goes."""
+        self._outgoing.put_nowait(message)
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send_loop(), name="switchboard-publish")
 
@@ -231,8 +258,8 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
             if self._publisher is None:
                 self._publisher = self._client(socket_timeout=2)
             async with self._publisher.pipeline(transaction=False) as pipe:
-                for data in batch:
-                    pipe.publish(self.channel, self.json.dumps(data))
+                for message in batch:
+                    pipe.publish(self.channel, json.dumps(message))
                 await pipe.execute()
             return True
         except Exception as exc:
@@ -250,14 +277,19 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
             if self._sender is not None:
                 self._sender.cancel()
 
-    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
-        # A fresh, confirmed subscription for every attempt (a reused PubSub can stay deaf
-        # after a Redis restart), a ping when idle to notice a dead socket, backoff <= 2 s.
+    async def listen(self, resubscribed: Callable[[], None]) -> AsyncIterator[Any]:
+        """The channel's pub/sub messages, for ever.
+
+        A fresh, confirmed subscription for every attempt (a reused PubSub can stay deaf
+        after a Redis restart), a ping when idle to notice a dead socket, backoff <= 2 s.
+        """
         delay, first = 0.25, True
+        redis: Any = None
+        pubsub: Any = None
         while True:
             try:
-                self.redis = self._client()
-                pubsub = self.pubsub = self.redis.pubsub()
+                redis = self._client()
+                pubsub = redis.pubsub()
                 await pubsub.subscribe(self.channel)
                 # Wait for Redis to confirm: a SUBSCRIBE sent while a restarted Redis is
                 # still loading its data is refused, and the connection would stay deaf.
@@ -265,10 +297,8 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
                 if confirmed is None or confirmed["type"] != "subscribe":
                     raise ConnectionError(f"subscribe not confirmed: {confirmed!r}")
                 log.info("redis pub/sub subscribed to %s", self.channel)
-                if not first and self.on_resubscribe is not None:
-                    task = asyncio.create_task(self.on_resubscribe())
-                    self._resyncs.add(task)
-                    task.add_done_callback(self._resyncs.discard)
+                if not first:
+                    resubscribed()
                 first, delay = False, 0.25
                 while True:
                     message = await pubsub.get_message(timeout=IDLE_PING)
@@ -279,7 +309,7 @@ class RedisManager(socketio.AsyncRedisManager, LocalManager):  # type: ignore[mi
             except Exception as exc:
                 log.warning("redis pub/sub lost (%s); retrying in %.2fs", exc, delay)
                 with contextlib.suppress(Exception):
-                    await self.pubsub.aclose()
-                    await self.redis.aclose()
+                    await pubsub.aclose()
+                    await redis.aclose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -1,5 +1,5 @@
-from .base import Context, SwitchboardServer
+from .base import Context
 from .info import InfoNamespace
 from .job import JobNamespace
 
-__all__ = ["Context", "InfoNamespace", "JobNamespace", "SwitchboardServer"]
+__all__ = ["Context", "InfoNamespace", "JobNamespace"]

@@ -5,16 +5,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 import socketio
 
-from .. import fanout
 from ..auth import Auth, Identity, Unauthorized
 from ..authhook import HookUnavailable, describe, environ_headers
+from ..engine import ack_requested, from_client
 from ..errors import ApiError, forbidden, invalid_payload, unavailable
 from ..hub import Hub
 from ..jobs import JobService
@@ -28,56 +27,12 @@ from ..tokens import Sessions, iso
 
 log = logging.getLogger("switchboard.socket")
 
-# Set per client event by SwitchboardServer: whether it carries an ack id, and that it
-# came from a client (so a client cannot fake "connect" or "disconnect").
-ack_requested: ContextVar[bool] = ContextVar("ack_requested", default=True)
-from_client: ContextVar[bool] = ContextVar("from_client", default=False)
-
 
 def expiring(identity: Identity) -> dict[str, Any]:
     """`token:expiring`'s body, and a refresh's ack: when the token in force expires."""
     if identity.exp is None:
         return {"expires_at": None, "expires_in": None}
     return {"expires_at": iso(identity.exp), "expires_in": round(identity.exp - time.time(), 3)}
-
-
-class SwitchboardServer(socketio.AsyncServer):  # type: ignore[misc]
-    """AsyncServer that tells handlers whether the client asked for an ack, and whose
-    websockets the broadcast path can write to (see fanout.py)."""
-
-    def __init__(self, metrics: Metrics, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.eio.metrics = metrics
-
-    def _engineio_server_class(self) -> type[fanout.EngineServer]:
-        return fanout.EngineServer
-
-    async def _handle_event_internal(
-        self, server: Any, sid: str, eio_sid: str, data: Any, namespace: str, id: Any
-    ) -> None:
-        ack_requested.set(id is not None)
-        from_client.set(True)
-        await super()._handle_event_internal(server, sid, eio_sid, data, namespace, id)
-
-    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
-        """A packet that does not decode: one condensed warning, a metric, hang up.
-
-        python-socketio would log each one as an error with a traceback, so a client
-        could fill the log at will.
-        """
-        try:
-            await super()._handle_eio_message(eio_sid, data)
-        except Exception as exc:
-            self.eio.malformed(exc)
-            await self.eio.drop(eio_sid)
-
-    async def _handle_eio_disconnect(self, eio_sid: str, reason: str) -> None:
-        socket = self.eio.sockets.get(eio_sid)
-        await super()._handle_eio_disconnect(eio_sid, reason)
-        # python-engineio leaves the pending long-poll GET hanging until the ping timeout
-        # when a polling client says goodbye; answer it now so the client closes at once.
-        if socket is not None and not socket.upgraded and reason == self.reason.CLIENT_DISCONNECT:
-            socket.queue.put_nowait(None)
 
 
 RoomAction = Callable[[str], Awaitable[None]]
