@@ -116,6 +116,20 @@ async def api(server: Server) -> AsyncIterator[Api]:
         yield Api(http)
 
 
+@pytest.fixture
+async def secured(start_server: StartServer) -> Server:
+    """A server whose clients need a client token (JWT signed with SECRET)."""
+    return await start_server(client_secret=SECRET)
+
+
+@pytest.fixture
+async def secured_admin(secured: Server) -> AsyncIterator[Api]:
+    async with httpx.AsyncClient(
+        base_url=secured.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10
+    ) as http:
+        yield Api(http)
+
+
 @pytest.fixture(params=list(TRANSPORTS))
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)

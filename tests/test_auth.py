@@ -9,7 +9,7 @@ import jwt
 import pytest
 import socketio
 
-from .conftest import ADMIN, SECRET, TRANSPORTS, Connect, Server, StartServer
+from .conftest import ADMIN, SECRET, TRANSPORTS, Connect, Server
 
 
 def token(secret: str = SECRET, alg: str = "HS256", **claims: Any) -> str:
@@ -20,11 +20,6 @@ def token(secret: str = SECRET, alg: str = "HS256", **claims: Any) -> str:
 def unsigned(**claims: Any) -> str:
     body = {"sub": "user-1", "exp": int(time.time()) + 86400, **claims}
     return jwt.encode(body, None, algorithm="none")  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def secured(start_server: StartServer) -> Server:
-    return await start_server(client_secret=SECRET)
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ async def test_the_back_end_s_session_cookie_is_enough(
         assert errors == [] and sio.connected
         whoami = await sio.call("whoami", {}, namespace="/job", timeout=10)
         assert whoami == {"ok": True, "sub": "ann", "name": "Ann", "jobs": ["ann-*"],
-                          "rooms": ["lobby"], "cancel": []}  # fmt: skip
+                          "rooms": ["lobby"], "cancel": [], "tags": []}  # fmt: skip
         assert (await sio.call("subscribe", {"job_id": "ann-1"}, namespace="/job"))["ok"]
         other = await sio.call("subscribe", {"job_id": "bob-1"}, namespace="/job")
         assert other["error"]["code"] == "forbidden"  # outside the grants: not even asked

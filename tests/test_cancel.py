@@ -83,6 +83,7 @@ async def test_cancel_needs_the_grant(secured: Server, connect: Connect) -> None
         "jobs": ["*"],
         "rooms": [],
         "cancel": ["build-*"],
+        "tags": [],
     }
     admin = await connect(secured.url, auth={"token": ADMIN})
     done = await admin.call("/job", "cancel", {"job_id": "deploy-1"})

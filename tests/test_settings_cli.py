@@ -109,6 +109,9 @@ def sample(name: str, field: FieldInfo) -> tuple[list[str], Any]:
     if type(None) in get_args(kind):  # X | None
         [kind] = [k for k in get_args(kind) if k is not type(None)]
     default = field.get_default(call_default_factory=True)
+    if field.examples:  # a field that checks its values gives a valid one, as typed
+        given = str(field.examples[0])
+        return [flag, given], getattr(Settings(**{name: given}), name)
     if kind is bool:
         return [flag if not default else f"--no-{name.replace('_', '-')}"], not default
     if get_origin(kind) is Literal:

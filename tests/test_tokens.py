@@ -10,7 +10,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,17 +48,6 @@ def jti_of(encoded: str) -> str:
     return str(jwt.decode(encoded, options={"verify_signature": False})["jti"])
 
 
-@pytest.fixture
-async def secured(start_server: StartServer) -> Server:
-    return await start_server(client_secret=SECRET)
-
-
-@pytest.fixture
-async def admin(secured: Server) -> AsyncIterator[Api]:
-    async with httpx.AsyncClient(base_url=secured.url, headers=ADMIN_HEADERS, timeout=10) as http:
-        yield Api(http)
-
-
 async def listening(connect: Connect, url: str, auth_token: str) -> Recorder:
     events = (("token:expiring", "/job"), ("unsubscribed", "/job"), ("left", "/info"),
               ("token:expiring", "/info"))  # fmt: skip
@@ -89,7 +78,7 @@ async def refused(url: str, auth_token: str, transport: str) -> list[Any]:
 
 
 async def test_expiring_token_is_refreshed_and_the_connection_lives_on(
-    secured: Server, admin: Api, connect: Connect
+    secured: Server, secured_admin: Api, connect: Connect
 ) -> None:
     client = await listening(connect, secured.url, token(ttl=2))
     notices = await client.wait_for("token:expiring", 2)  # one per namespace, at once
@@ -102,7 +91,7 @@ async def test_expiring_token_is_refreshed_and_the_connection_lives_on(
         ack = await client.call(namespace, "refresh", {"token": fresh})
         assert ack["ok"] and ack["ended"] == [] and 590 < ack["expires_in"] <= 600
     await asyncio.sleep(2.5)  # past the first token's exp
-    await admin.update("build", progress=10)
+    await secured_admin.update("build", progress=10)
     [update] = await client.wait_for("job:update")
     assert update["progress"] == 10 and client.sio.connected
     assert "error" not in client.received
@@ -117,7 +106,9 @@ async def test_a_token_that_expires_ends_the_connection(secured: Server, connect
     await gone(client)
 
 
-async def test_refresh_replaces_the_grants(secured: Server, admin: Api, connect: Connect) -> None:
+async def test_refresh_replaces_the_grants(
+    secured: Server, secured_admin: Api, connect: Connect
+) -> None:
     client = await listening(connect, secured.url, token(jobs=["a", "b"], rooms=["r1", "r2"]))
     for job_id in ("a", "b"):
         assert (await client.call("/job", "subscribe", {"job_id": job_id}))["ok"]
@@ -136,8 +127,8 @@ async def test_refresh_replaces_the_grants(secured: Server, admin: Api, connect:
     [left] = await client.wait_for("left")
     assert left["room"] == "r2" and left["error"]["code"] == "forbidden"
 
-    await admin.update("b", progress=1)  # must not arrive
-    await admin.update("a", progress=2)  # the marker, after it
+    await secured_admin.update("b", progress=1)  # must not arrive
+    await secured_admin.update("a", progress=2)  # the marker, after it
     [update] = await client.wait_for("job:update")
     assert update["id"] == "a"
     again = await client.call("/job", "subscribe", {"job_id": "b"})
@@ -172,14 +163,14 @@ async def test_bad_refreshes_are_refused_and_the_old_token_stays(
 
 
 async def test_revoking_a_jti_ends_its_connections_and_refuses_it_after(
-    secured: Server, admin: Api, connect: Connect, transport: str
+    secured: Server, secured_admin: Api, connect: Connect, transport: str
 ) -> None:
-    status, minted = await admin.post("/api/tokens", json={"sub": "ann", "jobs": ["*"]})
+    status, minted = await secured_admin.post("/api/tokens", json={"sub": "ann", "jobs": ["*"]})
     assert status == 201 and minted["jti"]
     doomed = await listening(connect, secured.url, minted["token"])
     other = await listening(connect, secured.url, token())  # same sub, another jti
 
-    status, body = await admin.post("/api/tokens/revoke", json={"jti": minted["jti"]})
+    status, body = await secured_admin.post("/api/tokens/revoke", json={"jti": minted["jti"]})
     assert status == 200 and body["revoked"]["jti"] == minted["jti"]
     errors = await doomed.wait_for("error", 2)
     assert {e["error"]["message"] for e in errors} == {"your token was revoked"}
@@ -191,12 +182,12 @@ async def test_revoking_a_jti_ends_its_connections_and_refuses_it_after(
 
 
 async def test_revoking_a_sub_ends_every_token_issued_before(
-    secured: Server, admin: Api, connect: Connect, transport: str
+    secured: Server, secured_admin: Api, connect: Connect, transport: str
 ) -> None:
     first, second = token(), token()
     clients = [await listening(connect, secured.url, t) for t in (first, second)]
     bystander = await listening(connect, secured.url, token(sub="bob"))
-    status, body = await admin.post("/api/tokens/revoke", json={"sub": "ann"})
+    status, body = await secured_admin.post("/api/tokens/revoke", json={"sub": "ann"})
     assert status == 200 and body["disconnected_here"] == 4  # 2 clients x 2 namespaces
     for client in clients:
         await gone(client)
@@ -213,8 +204,8 @@ async def test_revoking_a_sub_ends_every_token_issued_before(
      {"sub": "a", "extra": 1}, [], "x"],
     ids=["neither", "both", "empty", "number", "ttl-0", "unknown-field", "list", "string"],
 )  # fmt: skip
-async def test_bad_revocations_are_400(secured: Server, admin: Api, body: Any) -> None:
-    status, answer = await admin.post("/api/tokens/revoke", json=body)
+async def test_bad_revocations_are_400(secured: Server, secured_admin: Api, body: Any) -> None:
+    status, answer = await secured_admin.post("/api/tokens/revoke", json=body)
     assert status == 400 and answer["error"]["code"] == "invalid_payload"
 
 
@@ -261,7 +252,7 @@ async def test_a_revocation_reaches_every_node(
 
 async def test_ws_refresh_expiry_and_revocation(
     secured: Server,
-    admin: Api,
+    secured_admin: Api,
     plain: Any,  # noqa: F811 - the fixture imported above
 ) -> None:
     client: Plain = await plain(secured.url, token=token(ttl=2, jobs=["a", "b"]))
@@ -282,14 +273,14 @@ async def test_ws_refresh_expiry_and_revocation(
     assert expiring.ws.close_code == 4401
     assert expiring.pushed[-1]["event"] == "error"
 
-    await admin.post("/api/tokens/revoke", json={"sub": "ann"})
+    await secured_admin.post("/api/tokens/revoke", json={"sub": "ann"})
     await asyncio.wait_for(client.reader, 5)
     assert client.ws.close_code == 4401
     assert client.pushed[-1]["data"]["error"]["message"] == "your token was revoked"
 
 
-async def test_sse_ends_at_expiry_and_on_revocation(secured: Server, admin: Api) -> None:
-    await admin.update("job", progress=1)
+async def test_sse_ends_at_expiry_and_on_revocation(secured: Server, secured_admin: Api) -> None:
+    await secured_admin.update("job", progress=1)
 
     async def read(auth_token: str) -> list[dict[str, Any]]:
         async with (
@@ -308,7 +299,7 @@ async def test_sse_ends_at_expiry_and_on_revocation(secured: Server, admin: Api)
     revoked = token()
     reading = asyncio.create_task(read(revoked))
     await asyncio.sleep(0.5)  # connected and following
-    await admin.post("/api/tokens/revoke", json={"jti": jti_of(revoked)})
+    await secured_admin.post("/api/tokens/revoke", json={"jti": jti_of(revoked)})
     events = await asyncio.wait_for(reading, 10)
     assert [e["event"] for e in events] == ["job:update", "error"]
     async with httpx.AsyncClient(base_url=secured.url) as http:
@@ -320,7 +311,7 @@ async def test_sse_ends_at_expiry_and_on_revocation(secured: Server, admin: Api)
 
 
 async def test_python_client_refreshes_through_its_callback(
-    secured: Server, admin: Api, transport: str, edge: Edge
+    secured: Server, secured_admin: Api, transport: str, edge: Edge
 ) -> None:
     calls: list[str] = []
 
@@ -332,17 +323,17 @@ async def test_python_client_refreshes_through_its_callback(
                                transports=TRANSPORTS[transport])  # fmt: skip
     async with client:
         events = client.watch("refreshed")
-        await admin.update("refreshed", progress=1)
+        await secured_admin.update("refreshed", progress=1)
         assert (await anext(events))["seq"] == 1
         await asyncio.sleep(2.5)  # past the first token's exp
-        await admin.update("refreshed", status="succeeded")
+        await secured_admin.update("refreshed", status="succeeded")
         assert [e["seq"] async for e in events] == [2]
         assert calls == ["refresh"]  # one call for both namespaces
         assert (await client.join("lobby"))["room"] == "lobby"  # /info was refreshed too
 
 
 async def test_switchboard_js_refreshes_through_its_callback(
-    secured: Server, admin: Api, browser: Browser
+    secured: Server, secured_admin: Api, browser: Browser
 ) -> None:
     page = await browser.new_page()
     await page.goto(secured.url + "/static/dashboard.css")  # same origin, no dashboard script
@@ -358,10 +349,10 @@ async def test_switchboard_js_refreshes_through_its_callback(
         }""",
         [token(ttl=2), token(ttl=600)],
     )
-    await admin.update("browser", progress=1)
+    await secured_admin.update("browser", progress=1)
     await page.wait_for_function("() => window.seen.length === 1")
     await asyncio.sleep(2.5)  # past the first token's exp
-    await admin.update("browser", progress=2)
+    await secured_admin.update("browser", progress=2)
     await page.wait_for_function("() => window.seen.length === 2")
     assert await page.evaluate("() => [window.seen, window.calls]") == [[1, 2], 1]
     assert await page.evaluate(

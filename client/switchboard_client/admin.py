@@ -113,11 +113,13 @@ class _Api(Generic[R]):
         progress: float | None = UNSET,
         message: str | None = UNSET,
         data: dict[str, Any] = UNSET,
+        tags: list[str] = UNSET,
+        parent: str | None = UNSET,
         idempotency_key: str | None = None,
     ) -> R:
-        body = _fields(
-            id=job_id or UNSET, status=status, progress=progress, message=message, data=data
-        )
+        """`tags` (e.g. ["user:42"]) and `parent` (a batch's job id) group jobs."""
+        body = _fields(id=job_id or UNSET, status=status, progress=progress, message=message,
+                       data=data, tags=tags, parent=parent)  # fmt: skip
         return self._send(Call("POST", "/api/jobs", body, key=idempotency_key))
 
     def update_job(
@@ -128,10 +130,14 @@ class _Api(Generic[R]):
         progress: float | None = UNSET,
         message: str | None = UNSET,
         data: dict[str, Any] = UNSET,
+        tags: list[str] = UNSET,
+        parent: str | None = UNSET,
         idempotency_key: str | None = None,
     ) -> R:
-        """`idempotency_key`: reuse one key across your own re-sends of the same update."""
-        body = _fields(status=status, progress=progress, message=message, data=data)
+        """`idempotency_key`: reuse one key across your own re-sends of the same update.
+        `tags` replaces the job's tags."""
+        body = _fields(status=status, progress=progress, message=message, data=data,
+                       tags=tags, parent=parent)  # fmt: skip
         call = Call("POST", f"/api/jobs/{job_id}/updates", body, key=idempotency_key)
         return self._send(call)
 
@@ -158,8 +164,17 @@ class _Api(Generic[R]):
     def get_job(self, job_id: str) -> R:
         return self._send(Call("GET", f"/api/jobs/{job_id}"))
 
-    def list_jobs(self, status: str | None = None, limit: int = 100) -> R:
-        params = _fields(status=status or UNSET, limit=limit)
+    def list_jobs(
+        self,
+        status: str | None = None,
+        limit: int = 100,
+        *,
+        tag: str | None = None,
+        parent: str | None = None,
+    ) -> R:
+        """Newest first; with `tag`, the jobs that have it; with `parent`, its children."""
+        params = _fields(status=status or UNSET, limit=limit, tag=tag or UNSET,
+                         parent=parent or UNSET)  # fmt: skip
         return self._send(Call("GET", "/api/jobs", params=params, pick="jobs"))
 
     def events(self, job_id: str, since: int = 0, limit: int = 1000) -> R:
@@ -181,9 +196,11 @@ class _Api(Generic[R]):
         jobs: list[str] = UNSET,
         rooms: list[str] = UNSET,
         cancel: list[str] = UNSET,
+        tags: list[str] = UNSET,
         ttl: int = UNSET,
     ) -> R:
-        body = _fields(sub=sub, name=name, jobs=jobs, rooms=rooms, cancel=cancel, ttl=ttl)
+        body = _fields(sub=sub, name=name, jobs=jobs, rooms=rooms, cancel=cancel, tags=tags,
+                       ttl=ttl)  # fmt: skip
         return self._send(Call("POST", "/api/tokens", body))
 
 

@@ -179,6 +179,7 @@ class SwitchboardClient:
             self.sio.on("token:expiring", self._expiring(namespace), namespace=namespace)
         self.sio.on("job:update", self._on_job_update, namespace=JOB)
         self.sio.on("job:log", self._on_job_log, namespace=JOB)
+        self.sio.on("job:children", self._dispatcher("job:children"), namespace=JOB)
         for event in ("message", "announcement", "presence", "error"):
             self.sio.on(event, self._dispatcher(event), namespace=INFO)
 
@@ -281,6 +282,12 @@ class SwitchboardClient:
     async def subscribe_all(self) -> list[Event]:
         """Receive every job's events (see `on`("job:update")); returns the recent jobs."""
         ack = await self._call(JOB, "subscribe", {"job_id": "*"})
+        return ack["jobs"]  # type: ignore[no-any-return]
+
+    async def subscribe_tag(self, tag: str) -> list[Event]:
+        """Receive the events of every job with `tag` (see `on`("job:update"), and
+        "job:children" for parents); returns the newest such jobs."""
+        ack = await self._call(JOB, "subscribe", {"tag": tag})
         return ack["jobs"]  # type: ignore[no-any-return]
 
     async def _on_job_connect(self) -> None:

@@ -12,6 +12,7 @@ from aiohttp import web
 from . import assets
 from .auth import Auth
 from .authhook import AuthWebhook
+from .engine import SwitchboardServer
 from .errors import unavailable
 from .http_api import (
     AUTH,
@@ -30,9 +31,9 @@ from .http_api import (
 from .hub import INFO_NS, JOB_NS, Hub
 from .jobs import JobService
 from .logs import library_loggers
-from .manager import LocalManager, RedisManager
+from .manager import LocalDelivery, RedisRelay
 from .metrics import Metrics
-from .namespaces import Context, InfoNamespace, JobNamespace, SwitchboardServer
+from .namespaces import Context, InfoNamespace, JobNamespace
 from .ordering import job_order
 from .origins import ORIGINS, Origins
 from .redis_conn import SCHEMES
@@ -49,6 +50,7 @@ from .streams import (
     plain_websocket,
 )
 from .tokens import RevocationList, Revoker, Sessions
+from .webhooks import WEBHOOKS, Dispatcher, webhook_status
 
 log = logging.getLogger("switchboard")
 
@@ -71,27 +73,26 @@ def create_app(settings: Settings | None = None) -> web.Application:
     )
     metrics = Metrics()
     auth = Auth(settings)
-    manager = (
-        RedisManager(
-            settings.store, f"{settings.redis_prefix}socketio", metrics, settings.max_pending
-        )
+    relay = (
+        RedisRelay(settings.store, f"{settings.redis_prefix}socketio")
         if settings.store.startswith(SCHEMES)
-        else LocalManager(metrics, settings.max_pending)
+        else None
     )
+    manager = LocalDelivery(metrics, settings.max_pending, relay)
     sio_logger, eio_logger = library_loggers()
     sio = SwitchboardServer(
         metrics,
+        manager,
         async_mode="aiohttp",
         logger=sio_logger,
         engineio_logger=eio_logger,
-        client_manager=manager,
         cors_allowed_origins=settings.cors_origins or None,
         ping_interval=settings.ping_interval,
         ping_timeout=settings.ping_timeout,
         max_http_buffer_size=settings.max_packet_bytes,
     )
     sio.attach(app)
-    metrics.watch_connections(sio)
+    metrics.watch_connections(sio.engine)
     rooms = RoomLimits(settings.max_rooms_total, settings.max_members_per_room, settings.room_ttl)
     store = open_store(
         settings.store,
@@ -102,10 +103,12 @@ def create_app(settings: Settings | None = None) -> web.Application:
         redis_replicas=settings.redis_replicas,
         logs=LogLimits(settings.log_lines, settings.log_bytes),
     )
-    sio.eio.node = store.node
-    sticky = Stickiness(sio.eio.node, sio.eio.sockets.__contains__, store.node_alive)
+    sio.engine.node = store.node
+    sticky = Stickiness(sio.engine.node, sio.engine.has_session, store.node_alive)
     app.middlewares.append(sticky.middleware)
     hub = Hub(store, sio, metrics, settings)
+    webhooks = Dispatcher(settings, store, metrics)
+    hub.on_commit.append(webhooks.notify)
     order = job_order(store, manager, settings.history, metrics)
     manager.order = order
     manager.on_resubscribe = order.resync
@@ -136,12 +139,14 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[NAMESPACES] = namespaces
     app[REVOKER] = Revoker(store, sessions, sio, manager)
     app[SESSIONS] = sessions
+    app[WEBHOOKS] = webhooks
     app[JOBS] = jobs
     app.cleanup_ctx.append(_lifetime)
     app[PLAIN_SOCKETS] = set()
     app.on_shutdown.append(_drop_sockets)
     app.on_shutdown.append(close_plain_websockets)
     app.add_routes(routes)
+    app.router.add_get("/api/webhooks/status", webhook_status, name="webhook-status")
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
@@ -149,7 +154,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     assets.add_routes(app, admin_ui=settings.admin_ui)
     if settings.admin_ui:
         instrumented = sio.instrument(auth=auth.is_admin_ui_login)
-        sio.eio.direct_writes = False  # see fanout.EngineServer
+        sio.engine.direct_writes = False  # see engine.EngineServer
 
         async def uninstrument(app: web.Application) -> None:
             # python-socketio patches Engine.IO classes process-wide; undo it with the app.
@@ -164,7 +169,9 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     await hub.store.open()
     await hub.start()
     await app[REVOKER].start()
+    await app[WEBHOOKS].start()
     yield
+    await app[WEBHOOKS].stop()
     await app[REVOKER].stop()
     if (hook := app[AUTH].hook) is not None:
         await hook.close()
@@ -181,9 +188,7 @@ async def _drop_sockets(app: web.Application) -> None:
     Clients then see a dropped connection and reconnect (to another node behind nginx),
     where a Socket.IO-level disconnect would tell them to stay away.
     """
-    eio = app[SIO].eio
-    for sid in list(eio.sockets):
-        await eio.drop(sid)
+    await app[SIO].engine.drop_all()
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -35,6 +35,7 @@ class Identity:
     jobs: tuple[str, ...] = ALL  # anonymous clients and the admin token: everything
     rooms: tuple[str, ...] = ALL
     cancel: tuple[str, ...] = ()  # jobs it may ask to cancel: the admin token, all
+    tags: tuple[str, ...] = ALL  # tags whose jobs it may follow (subscribe {tag})
     exp: float | None = None  # client tokens: when it expires, when and as what it was issued
     iat: float | None = None
     jti: str | None = None
@@ -53,8 +54,13 @@ class Identity:
     def may_cancel(self, job_id: str) -> bool:
         return any(fnmatchcase(job_id, pattern) for pattern in self.cancel)
 
+    def may_follow(self, tag: str) -> bool:
+        """Every job with this tag, whatever its id: a `tags` grant, or every job."""
+        return self.may_watch_all() or any(fnmatchcase(tag, pattern) for pattern in self.tags)
+
     def grants(self) -> dict[str, list[str]]:
-        return {"jobs": list(self.jobs), "rooms": list(self.rooms), "cancel": list(self.cancel)}
+        return {"jobs": list(self.jobs), "rooms": list(self.rooms), "cancel": list(self.cancel),
+                "tags": list(self.tags)}  # fmt: skip
 
 
 class Auth:
@@ -154,6 +160,7 @@ class Auth:
             jobs=_patterns(claims.get("jobs")),
             rooms=_patterns(claims.get("rooms")),
             cancel=_patterns(claims.get("cancel")),
+            tags=_patterns(claims.get("tags")),
             exp=float(claims["exp"]),
             iat=iat,
             jti=jti,
@@ -171,6 +178,7 @@ class Auth:
         jobs: list[str] | None = None,
         rooms: list[str] | None = None,
         cancel: list[str] | None = None,
+        tags: list[str] | None = None,
         ttl: int = 3600,
     ) -> tuple[str, str, str]:
         """A signed client token, its expiry (RFC 3339) and its id (`jti`, for revocation)."""
@@ -179,7 +187,8 @@ class Auth:
         now, jti = time.time(), secrets.token_urlsafe(12)
         expires = int(now) + ttl
         claims: dict[str, object] = {"sub": sub, "exp": expires, "iat": now, "jti": jti}
-        for key, value in (("name", name), ("jobs", jobs), ("rooms", rooms), ("cancel", cancel)):
+        given = {"name": name, "jobs": jobs, "rooms": rooms, "cancel": cancel, "tags": tags}
+        for key, value in given.items():
             if value is not None:
                 claims[key] = value
         token = jwt.encode(claims, self.client_secret, algorithm=ALGORITHM)

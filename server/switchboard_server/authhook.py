@@ -50,6 +50,7 @@ class Grants(BaseModel):
     jobs: Annotated[list[Glob], Field(max_length=100)] = []
     rooms: Annotated[list[Glob], Field(max_length=100)] = []
     cancel: Annotated[list[Glob], Field(max_length=100)] = []
+    tags: Annotated[list[Glob], Field(max_length=100)] = []
 
 
 Described = dict[str, Any]  # what the app is told about a connection
@@ -98,7 +99,7 @@ class AuthWebhook:
             raise HookUnavailable("the auth webhook answered something unreadable") from None
         return Identity(sub=grants.sub, name=grants.name, jobs=tuple(grants.jobs),
                         rooms=tuple(grants.rooms), cancel=tuple(grants.cancel),
-                        source="webhook")  # fmt: skip
+                        tags=tuple(grants.tags), source="webhook")  # fmt: skip
 
     async def allows(self, described: Described, event: str, field: str, value: str) -> bool:
         """With --auth-webhook-subscribe: whether the app lets this connection subscribe to

@@ -400,12 +400,17 @@ def token(
         list[str] | None,
         typer.Option("--cancel", help="Job id glob it may cancel (repeatable; none: no job)."),
     ] = None,
+    tag: Annotated[
+        list[str] | None,
+        typer.Option("--tag", help="Tag glob whose jobs it may follow (repeatable; none: no tag)."),
+    ] = None,
     ttl: Annotated[int, typer.Option(help="Seconds until it expires.")] = 3600,
     url: Url = DEFAULT_URL,
     admin_token: AdminToken = None,
 ) -> None:
     """Mint a client token (the server needs a client secret)."""
-    grants = {"jobs": job or UNSET, "rooms": room or UNSET, "cancel": cancel or UNSET}
+    grants = {"jobs": job or UNSET, "rooms": room or UNSET, "cancel": cancel or UNSET,
+              "tags": tag or UNSET}  # fmt: skip
     with Admin(url, admin_token) as admin:
         result = _call(lambda: admin.mint_token(sub, name=name or UNSET, ttl=ttl, **grants))
     print(result["token"])

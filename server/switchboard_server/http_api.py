@@ -27,6 +27,7 @@ from .models import (
     Status,
     TokenIn,
     check_job_id,
+    check_tag,
     new_id,
 )
 from .openapi import build_openapi
@@ -300,7 +301,22 @@ async def list_jobs(request: web.Request) -> web.Response:
     if status is not None and status not in STATUSES:
         raise invalid_payload(f"status: must be one of {', '.join(STATUSES)}")
     limit = query_int(request, "limit", 100, 1, 1000)
-    return respond({"jobs": await request.app[HUB].list_jobs(status, limit)})
+    tag, parent = request.query.get("tag"), request.query.get("parent")
+    if tag is not None:
+        check_tag(tag)
+    if parent is not None:
+        check_job_id(parent, allow_all=False)
+    jobs = await request.app[HUB].list_jobs(status, limit, tag=tag, parent=parent)
+    return respond({"jobs": jobs})
+
+
+@routes.get("/api/jobs/{job_id}/children")
+async def children(request: web.Request) -> web.Response:
+    """A parent's children summary: counts by status and mean progress (404: none)."""
+    summary = await request.app[HUB].children(path_job_id(request))
+    if summary is None:
+        raise not_found("no children")
+    return respond(summary)
 
 
 @routes.delete("/api/jobs/{job_id}")
@@ -341,6 +357,7 @@ async def mint_token(request: web.Request) -> web.Response:
         jobs=payload.jobs,
         rooms=payload.rooms,
         cancel=payload.cancel,
+        tags=payload.tags,
         ttl=payload.ttl,
     )
     return respond({"token": token, "expires_at": expires_at, "jti": jti}, 201)

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypedDict, cast
@@ -29,6 +30,7 @@ from .models import (
     new_id,
     now_iso,
     request_cancel,
+    tags_of,
 )
 from .settings import Settings
 from .storage import NotReplicated, RoomLimitReached, Store, StoredResponse, StoreUnavailable
@@ -41,6 +43,17 @@ INFO_NS = "/info"
 ALL_JOBS_ROOM = "job:*"  # job ids never contain '*'
 PURGE_EVERY = 60.0
 STOP_TIMEOUT = 5.0
+MAX_CHILDREN = 1000  # children counted in a parent's summary
+
+
+class Children(TypedDict):
+    """`job:children`: a parent's children counted by status, and their mean progress."""
+
+    job_id: str  # the parent
+    total: int
+    by_status: dict[str, int]
+    progress: float | None
+    updated_at: str  # the latest child change counted
 
 
 def job_room(job_id: str) -> str:
@@ -54,6 +67,20 @@ def log_room(job_id: str) -> str:
 
 def is_log_room(room: str) -> bool:
     return room.startswith("log:")
+
+
+def tag_room(tag: str) -> str:
+    """Where the events of every job with this tag go (subscribe {tag})."""
+    return f"tag:{tag}"
+
+
+def is_tag_room(room: str) -> bool:
+    return room.startswith("tag:")
+
+
+def event_rooms(job: Job) -> list[str]:
+    """Every room a job's event goes to: its own, '*' and its tags'."""
+    return [job_room(job["id"]), ALL_JOBS_ROOM, *(tag_room(tag) for tag in tags_of(job))]
 
 
 def chat_room(room: str) -> str:
@@ -77,11 +104,16 @@ class Hub:
         # One broadcaster emits committed events in commit order, whatever the manager.
         self._outbox: asyncio.Queue[tuple[Job, float]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
+        self._parents: set[str] = set()  # whose children changed since the last summary
+        self._parents_changed = asyncio.Event()
+        # Called with each committed job state (the webhooks look for work).
+        self.on_commit: list[Callable[[Job], None]] = []
 
     async def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._broadcast_loop(), name="switchboard-broadcast"),
             asyncio.create_task(self._purge_loop(), name="switchboard-purge"),
+            asyncio.create_task(self._children_loop(), name="switchboard-children"),
         ]
 
     async def stop(self) -> None:
@@ -121,12 +153,12 @@ class Hub:
         except NotReplicated as exc:
             job = cast(Job, exc.committed)
             log.error("update of %s seq %d is not replicated: %s", job_id, job["seq"], exc)
-            self._outbox.put_nowait((job, accepted))
+            self._committed(job, accepted)
             raise unavailable(f"{exc}; retry with the same Idempotency-Key") from None
         except StoreUnavailable as exc:
             log.error("store refused an update of %s: %s", job_id, exc)
             raise unavailable() from None
-        self._outbox.put_nowait((job, accepted))
+        self._committed(job, accepted)
         log.info(
             "job %s seq %d %s",
             job_id,
@@ -136,12 +168,19 @@ class Hub:
         )
         return job
 
+    def _committed(self, job: Job, accepted: float) -> None:
+        self._outbox.put_nowait((job, accepted))
+        if job.get("parent"):
+            self._parents.add(cast(str, job["parent"]))
+            self._parents_changed.set()
+        for hook in self.on_commit:
+            hook(job)
+
     async def _broadcast_loop(self) -> None:
         while True:
             job, accepted = await self._outbox.get()
-            rooms = [job_room(job["id"]), ALL_JOBS_ROOM]
             try:
-                await self._emit(JOB_NS, "job:update", job, rooms)
+                await self._emit(JOB_NS, "job:update", job, event_rooms(job))
                 self.metrics.published.inc()
                 self.metrics.publish_seconds.observe(time.perf_counter() - accepted)
             except Exception:
@@ -255,8 +294,41 @@ class Hub:
     async def get_job(self, job_id: str) -> Job | None:
         return await self.store.get_job(job_id)
 
-    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
-        return await self.store.list_jobs(status, limit)
+    async def list_jobs(
+        self, status: str | None, limit: int, *, tag: str | None = None, parent: str | None = None
+    ) -> list[Job]:
+        return await self.store.list_jobs(status, limit, tag=tag, parent=parent)
+
+    async def children(self, parent: str) -> Children | None:
+        """A parent's summary: its children counted by status, their mean progress."""
+        jobs = await self.store.list_jobs(None, MAX_CHILDREN, parent=parent)
+        if not jobs:
+            return None
+        progress = [job["progress"] for job in jobs if job["progress"] is not None]
+        return {
+            "job_id": parent,
+            "total": len(jobs),
+            "by_status": dict(Counter(job["status"] for job in jobs)),
+            "progress": round(sum(progress) / len(progress), 3) if progress else None,
+            "updated_at": max(job["updated_at"] for job in jobs),
+        }
+
+    async def _children_loop(self) -> None:
+        """After a child changes, its parent's summary to the parent's subscribers (one per
+        parent however many children changed meanwhile)."""
+        while True:
+            await self._parents_changed.wait()
+            self._parents_changed.clear()
+            parents, self._parents = self._parents, set()
+            for parent in parents:
+                try:
+                    summary = await self.children(parent)
+                except StoreUnavailable as exc:
+                    log.warning("no children summary for %s: %s", parent, exc)
+                    continue
+                if summary is not None:
+                    rooms = [job_room(parent), ALL_JOBS_ROOM]
+                    await self._emit(JOB_NS, "job:children", summary, rooms)
 
     async def delete_job(self, job_id: str) -> bool:
         return await self.store.delete_job(job_id)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from .auth import Identity
 from .authhook import AuthWebhook, check_hook
 from .errors import forbidden, invalid_payload
-from .hub import ALL_JOBS_ROOM, Hub, is_log_room, job_room, log_room
+from .hub import ALL_JOBS_ROOM, Hub, is_log_room, is_tag_room, job_room, log_room, tag_room
 from .ordering import JobOrder
 
 RECENT_JOBS = 100  # jobs a '*' subscription's ack lists
@@ -71,12 +71,29 @@ class JobService:
             await self._join(follower, log_room(job_id))
         job, missed, reset = await self.hub.catch_up(job_id, since)
         ack: dict[str, Any] = {"job": job, "missed": missed, "reset": reset}
+        if job is not None and (children := await self.hub.children(job_id)) is not None:
+            ack["children"] = children  # a parent: then `job:children` as they change
         if logs:
             ack.update(await self.hub.catch_up_logs(job_id, log_since))
         return ack
 
+    async def follow_tag(self, follower: Follower, tag: str) -> dict[str, Any]:
+        """Every job with `tag` from now on, whatever its id (its events in per-job seq
+        order); the ack: the current state of the newest of them."""
+        if not follower.identity.may_follow(tag):
+            raise forbidden(f"your token does not grant tag {tag!r}")
+        await check_hook(self.hook, follower, "subscribe", "tag", tag)
+        await self._join(follower, tag_room(tag))
+        return {"tag": tag, "jobs": await self.hub.list_jobs(None, RECENT_JOBS, tag=tag)}
+
     async def unsubscribe(self, follower: Follower, job_id: str) -> None:
         rooms = [ALL_JOBS_ROOM] if job_id == "*" else [job_room(job_id), log_room(job_id)]
+        await self._leave(follower, rooms)
+
+    async def unfollow_tag(self, follower: Follower, tag: str) -> None:
+        await self._leave(follower, [tag_room(tag)])
+
+    async def _leave(self, follower: Follower, rooms: list[str]) -> None:
         for room in rooms:
             if room in follower.subscriptions:
                 await self._part(follower, room)
@@ -88,11 +105,17 @@ class JobService:
     async def outside_grants(self, follower: Follower) -> list[str]:
         """Unsubscribe what the follower's (new) grants do not cover: the job ids."""
         ended = []
+        identity = follower.identity
         for room in sorted(follower.subscriptions):
             if is_log_room(room):
                 continue
+            if is_tag_room(room):
+                tag = room.removeprefix(tag_room(""))
+                if not identity.may_follow(tag):
+                    await self.unfollow_tag(follower, tag)
+                    ended.append(room)
+                continue
             job_id = "*" if room == ALL_JOBS_ROOM else room.removeprefix(job_room(""))
-            identity = follower.identity
             if identity.may_watch_all() if job_id == "*" else identity.may_watch(job_id):
                 continue
             await self.unsubscribe(follower, job_id)
@@ -107,7 +130,9 @@ class JobService:
         if not is_log_room(room) and jobs >= self.max_subscriptions:
             raise forbidden(f"at most {self.max_subscriptions} subscriptions per connection")
         follower.subscriptions.add(room)
-        if room != ALL_JOBS_ROOM:
+        if _wide(room):  # jobs nobody here watches by id: ordered from first sight
+            self.order.events.wide += 1
+        else:
             try:  # before entering the room: its events then reach this client in order
                 await self.order.watch(room)
             except BaseException:
@@ -117,6 +142,12 @@ class JobService:
 
     async def _part(self, follower: Follower, room: str) -> None:
         follower.subscriptions.discard(room)
-        if room != ALL_JOBS_ROOM:
+        if _wide(room):
+            self.order.events.wide -= 1
+        else:
             self.order.unwatch(room)
         await follower.exit(room)
+
+
+def _wide(room: str) -> bool:
+    return room == ALL_JOBS_ROOM or is_tag_room(room)

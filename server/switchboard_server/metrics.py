@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 NAMESPACES = ("/job", "/info")
 TRANSPORTS = ("websocket", "polling")
@@ -54,8 +57,28 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_connections(self, sio: Any) -> None:
-        self.registry.register(_Connections(sio))
+        self.webhook_deliveries = Counter(
+            "switchboard_webhook_deliveries",
+            "Webhook deliveries by outcome: delivered (a 2xx), failed (an attempt that is"
+            " retried), dead (given up after --webhook-max-age).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.webhook_attempt_seconds = Histogram(
+            "switchboard_webhook_attempt_seconds",
+            "One webhook POST, from sending to the answer (or the timeout).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.webhook_pending = Gauge(
+            "switchboard_webhook_pending",
+            "Webhook deliveries waiting in the store (every node's, on Redis), as of the last"
+            " look (every 5 s).",
+            registry=self.registry,
+        )
+
+    def watch_connections(self, engine: Engine) -> None:
+        self.registry.register(_Connections(engine))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -64,8 +87,8 @@ class Metrics:
 class _Connections(Collector):
     """Counts sockets at scrape time, so upgrades and drops are always reflected."""
 
-    def __init__(self, sio: Any) -> None:
-        self.sio = sio
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -75,10 +98,10 @@ class _Connections(Collector):
         )
         counts: Tally[tuple[str, str]] = Tally()
         for namespace in NAMESPACES:
-            for _, eio_sid in list(self.sio.manager.get_participants(namespace, None)):
-                socket = self.sio.eio.sockets.get(eio_sid)
-                if socket is not None:
-                    counts[namespace, "websocket" if socket.upgraded else "polling"] += 1
+            for _, eio_sid in list(self.engine.participants(namespace)):
+                transport = self.engine.transport_of(eio_sid)
+                if transport is not None:
+                    counts[namespace, transport] += 1
         for namespace in NAMESPACES:
             for transport in TRANSPORTS:
                 family.add_metric([namespace, transport], counts[namespace, transport])

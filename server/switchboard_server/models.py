@@ -34,6 +34,8 @@ Progress = Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
 Glob = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 LogStream = Annotated[str, StringConstraints(min_length=1, max_length=32, pattern=NAME_PATTERN)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+MAX_TAGS = 16  # per job
 
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -56,6 +58,8 @@ class Job(TypedDict):
     updated_at: str
     # Someone asked the worker to stop; the worker's final `cancelled` update ends the job.
     cancel_requested: NotRequired[CancelRequest | None]
+    tags: NotRequired[list[str]]  # e.g. user:42, batch:7; subscribe {tag} follows them
+    parent: NotRequired[str | None]  # the job this one is a child of
 
 
 class LogEntry(TypedDict):
@@ -134,8 +138,15 @@ class JobChange(Payload):
     progress: Progress | None = None
     message: Annotated[str, StringConstraints(max_length=2000)] | None = None
     data: dict[str, Any] | None = None
+    tags: Annotated[list[Tag], Field(max_length=MAX_TAGS)] | None = None  # replaces the tags
+    parent: JobId | None = None
 
-    @field_validator("status", "data")
+    @field_validator("tags")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else list(dict.fromkeys(value))
+
+    @field_validator("status", "data", "tags")
     @classmethod
     def _not_null(cls, value: object) -> object:
         if value is None:
@@ -179,7 +190,7 @@ class JobUpdate(JobChange):
     @model_validator(mode="after")
     def _at_least_one(self) -> Self:
         if not self.model_fields_set:
-            raise ValueError("give at least one of status, progress, message, data")
+            raise ValueError("give at least one of status, progress, message, data, tags, parent")
         return self
 
 
@@ -190,6 +201,8 @@ def apply_change(job_id: str, current: Job | None, change: JobChange, *, create:
     if current is not None and current["status"] in TERMINAL:
         raise ApiError(409, "job_finished", f"job {job_id!r} is {current['status']}")
     given = change.model_fields_set
+    if change.parent is not None and change.parent == job_id:
+        raise invalid_payload("parent: a job cannot be its own parent")
     now = now_iso()
     base: Job = current or {
         "id": job_id,
@@ -211,7 +224,13 @@ def apply_change(job_id: str, current: Job | None, change: JobChange, *, create:
         "created_at": base["created_at"],
         "updated_at": now,
         "cancel_requested": base.get("cancel_requested"),
+        "tags": change.tags if change.tags is not None else base.get("tags", []),
+        "parent": change.parent if "parent" in given else base.get("parent"),
     }
+
+
+def tags_of(job: Job) -> list[str]:
+    return job.get("tags") or []
 
 
 def request_cancel(job_id: str, current: Job | None, *, by: str) -> Job:
@@ -269,6 +288,7 @@ class TokenIn(Payload):
     jobs: Annotated[list[Glob], Field(max_length=100)] | None = None
     rooms: Annotated[list[Glob], Field(max_length=100)] | None = None
     cancel: Annotated[list[Glob], Field(max_length=100)] | None = None
+    tags: Annotated[list[Glob], Field(max_length=100)] | None = None
     ttl: int = Field(3600, ge=1, le=366 * 24 * 3600)
 
 
@@ -301,15 +321,27 @@ class RefreshIn(Payload):
     token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
 
 
-class SubscribeIn(Payload):
-    job_id: str
+class _OneTarget(Payload):
+    """A job (`job_id`, '*' for all) or every job with a tag (`tag`): exactly one."""
+
+    job_id: str | None = None
+    tag: Tag | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Self:
+        if (self.job_id is None) == (self.tag is None):
+            raise ValueError("give either job_id or tag")
+        return self
+
+
+class SubscribeIn(_OneTarget):
     since: Annotated[int, Field(ge=0)] | None = None
     # Given (a number, or null for "from now on"): the job's log lines too.
     log_since: Annotated[int, Field(ge=0)] | None = None
 
 
-class UnsubscribeIn(Payload):
-    job_id: str
+class UnsubscribeIn(_OneTarget):
+    pass
 
 
 class CancelIn(Payload):
@@ -348,6 +380,18 @@ def check_job_id(job_id: str, *, allow_all: bool) -> str:
     except ValidationError:
         raise invalid_payload(JOB_ID_ADAPTER_ERROR) from None
     return job_id
+
+
+def check_tag(tag: str) -> str:
+    try:
+        _TagModel(tag=tag)
+    except ValidationError:
+        raise invalid_payload("tag: 1 to 64 of A-Z a-z 0-9 . _ : - (not first: . _ : -)") from None
+    return tag
+
+
+class _TagModel(BaseModel):
+    tag: Tag
 
 
 class _JobIdModel(BaseModel):

@@ -47,11 +47,12 @@ def _body(model: type[BaseModel]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(model.__name__)}}}
 
 
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
 JOB_ID = {
     "name": "job_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._:-]*$", "maxLength": 128},
+    "schema": {"type": "string", "pattern": NAME, "maxLength": 128},
 }
 
 
@@ -95,6 +96,20 @@ def build_openapi() -> dict[str, Any]:
         "schema": {"enum": ["queued", "running", "succeeded", "failed", "cancelled"]},
     }
     listed = {"type": "object", "properties": {"jobs": {"type": "array", "items": _ref("Job")}}}
+    name = {"type": "string", "pattern": NAME, "maxLength": 64}
+    tag = {"name": "tag", "in": "query", "required": False, "schema": name}
+    parent = {"name": "parent", "in": "query", "required": False,
+              "schema": {**name, "maxLength": 128}}  # fmt: skip
+    summary = {
+        "type": "object",
+        "properties": {
+            "job_id": {"type": "string"},
+            "total": {"type": "integer"},
+            "by_status": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "progress": {"type": ["number", "null"]},
+            "updated_at": {"type": "string"},
+        },
+    }
     events = {
         "type": "object",
         "properties": {
@@ -122,6 +137,29 @@ def build_openapi() -> dict[str, Any]:
         "type": "object",
         "properties": {"revoked": {"type": "object"}, "disconnected_here": {"type": "integer"}},
     }
+    webhooks = {
+        "type": "object",
+        "properties": {
+            "signed": {"type": "boolean"},
+            "webhooks": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "url": {"type": "string", "description": "without credentials or query"},
+                        "filters": {"type": "object"},
+                        "pending": {"type": "integer"},
+                        "delivered": {"type": "integer"},
+                        "dead": {"type": "integer"},
+                        "in_flight": {"type": "integer"},
+                        "last_success": {"type": ["string", "null"]},
+                        "last_failure": {"type": ["string", "null"]},
+                        "last_error": {"type": ["string", "null"]},
+                    },
+                },
+            },
+        },
+    }
     plain = {"200": {"description": "ok"}, "503": _json(_ref("Error"), "unavailable")}
     return {
         "openapi": "3.1.0",
@@ -140,9 +178,16 @@ def build_openapi() -> dict[str, Any]:
                     "responses": {"201": job, **_errors("409")},
                 },
                 "get": {
-                    "summary": "Recent jobs, newest first",
-                    "parameters": [status, _query("limit", 1, 1000)],
+                    "summary": "Recent jobs, newest first (with a tag, or children of a parent)",
+                    "parameters": [status, _query("limit", 1, 1000), tag, parent],
                     "responses": {"200": _json(listed, "jobs"), **_errors()},
+                },
+            },
+            "/api/jobs/{job_id}/children": {
+                "get": {
+                    "summary": "A parent's children: counts by status, mean progress",
+                    "parameters": [JOB_ID],
+                    "responses": {"200": _json(summary, "the summary"), **_errors("404")},
                 },
             },
             "/api/jobs/{job_id}": {
@@ -245,6 +290,13 @@ def build_openapi() -> dict[str, Any]:
                     "summary": "Revoke a token (jti) or a user's tokens (sub) on every node",
                     "requestBody": _body(RevokeIn),
                     "responses": {"200": _json(revoked, "what is revoked"), **_errors()},
+                },
+            },
+            "/api/webhooks/status": {
+                "get": {
+                    "summary": "Each webhook (redacted) with its pending, delivered and dead"
+                    " deliveries and its last success and failure",
+                    "responses": {"200": _json(webhooks, "the webhooks"), **_errors()},
                 },
             },
             "/api/openapi.json": {

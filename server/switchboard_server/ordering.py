@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .hub import ALL_JOBS_ROOM, JOB_NS, is_log_room, job_room, log_room
+from .hub import JOB_NS, event_rooms, is_log_room, job_room, log_room
 from .metrics import Metrics
 from .models import Job, LogBatch
 from .storage import Store, StoreUnavailable
@@ -32,6 +33,7 @@ log = logging.getLogger("switchboard.ordering")
 
 T = TypeVar("T")
 RETRY = 0.2  # seconds between store reads while the store is unreachable
+ADOPTED = 10_000  # jobs ordered for '*' and tag followers only, at most
 TRIES = 50
 
 
@@ -56,6 +58,10 @@ class Order(Generic[T]):
         self._on_fill = on_fill
         self._next: dict[str, int] = {}  # watched job -> next number to deliver
         self._watchers: dict[str, int] = {}
+        # Followers of '*' or of a tag on this process see jobs nobody watches by id: while
+        # there are any, such a job is ordered from the first item seen (adopted; bounded).
+        self.wide = 0
+        self._adopted: OrderedDict[str, None] = OrderedDict()
         self._held: dict[str, dict[int, T]] = {}  # arrived ahead of a gap, by first number
         self._filling: dict[str, asyncio.Task[None]] = {}
 
@@ -73,6 +79,18 @@ class Order(Generic[T]):
             self._watchers[job_id] = left
             return
         self._watchers.pop(job_id, None)
+        if job_id not in self._adopted:
+            self._forget(job_id)
+
+    def _adopt(self, job_id: str, first: int) -> None:
+        self._next[job_id] = first
+        self._adopted[job_id] = None
+        if len(self._adopted) > ADOPTED:
+            oldest, _ = self._adopted.popitem(last=False)
+            if oldest not in self._watchers:
+                self._forget(oldest)
+
+    def _forget(self, job_id: str) -> None:
         self._next.pop(job_id, None)
         self._held.pop(job_id, None)
         task = self._filling.pop(job_id, None)
@@ -86,9 +104,12 @@ class Order(Generic[T]):
         """One item from any path; delivered now, held, or dropped as seen."""
         job_id, first, last = self._span(item)
         expected = self._next.get(job_id)
-        if expected is None:  # nobody here watches this job by id ('*' subscribers only)
-            await self._deliver(item)
-            return
+        if expected is None:  # nobody here watches this job by id
+            if not self.wide:
+                await self._deliver(item)
+                return
+            self._adopt(job_id, first)
+            expected = first
         if last < expected:
             return
         if first <= expected and job_id not in self._filling:
@@ -229,8 +250,7 @@ def job_order(store: Store, manager: LocalManager, history: int, metrics: Metric
         return await store.events_after(job_id, after, limit)
 
     async def deliver(job: Job) -> None:
-        rooms = [job_room(job["id"]), ALL_JOBS_ROOM]
-        await manager.deliver("job:update", job, JOB_NS, rooms)
+        await manager.deliver("job:update", job, JOB_NS, event_rooms(job))
 
     async def deliver_batch(batch: LogBatch) -> None:
         await manager.deliver("job:log", batch, JOB_NS, log_room(batch["job_id"]))

@@ -33,7 +33,10 @@ class Flag:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+    # Errors name the setting, never echo its value: some are secrets (a webhook's query).
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8001, ge=0, le=65535, description="Port.")
@@ -101,6 +104,26 @@ class Settings(BaseSettings):
         False,
         description="Serve the Socket.IO Admin UI at /admin-ui/ (user admin, the admin token).",
     )
+    # Webhooks out: every committed job event POSTed to each URL that wants it (webhooks.py).
+    webhook: Annotated[list[str], NoDecode, Flag(shown_default="none", metavar="URLS")] = Field(
+        default_factory=list,
+        description="URLs to POST job events to, separated by spaces; filters after #, e.g."
+        " https://app.example/hooks#status=terminal&job=build-*.",
+        examples=["https://a.example/hooks http://127.0.0.1:9000/in?token=t#status=failed"],
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="Webhook signing secret: whsec_<base64> or any text."
+    )
+    webhook_timeout: float = Field(10.0, gt=0, description="Seconds for one webhook attempt.")
+    webhook_backoff_max: float = Field(
+        300.0, gt=0, description="Longest wait between attempts of a webhook (seconds)."
+    )
+    webhook_max_age: Annotated[float, Flag(shown_default="86400, 24 h")] = Field(
+        24 * 3600.0, gt=0, description="Seconds a webhook event is retried before it is dead."
+    )
+    webhook_concurrency: int = Field(
+        8, ge=1, description="Jobs sent at once per webhook, per process."
+    )
     event_loop: Literal["auto", "uvloop", "asyncio"] = Field(
         "auto", description="Event loop; auto picks uvloop when installed."
     )
@@ -123,6 +146,30 @@ class Settings(BaseSettings):
     def _split_origins(cls, value: object) -> object:
         if isinstance(value, str):
             return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("webhook", mode="before")
+    @classmethod
+    def _split_webhooks(cls, value: object) -> object:
+        from .webhooks import split_webhooks
+
+        return split_webhooks(value) if isinstance(value, str) else value
+
+    @field_validator("webhook")
+    @classmethod
+    def _check_webhooks(cls, value: list[str]) -> list[str]:
+        from .webhooks import check_webhooks
+
+        check_webhooks(value)  # ValueError naming the URL, redacted
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        from .webhooks import signing_key
+
+        if value is not None:
+            signing_key(value.get_secret_value())
         return value
 
     @property

@@ -20,14 +20,20 @@ class JobNamespace(BaseNamespace):
     }
 
     async def subscribe(self, sid: str, conn: Connection, payload: SubscribeIn) -> dict[str, Any]:
-        job_id = check_job_id(payload.job_id, allow_all=True)
+        if payload.tag is not None:
+            return await self.ctx.jobs.follow_tag(conn, payload.tag)
+        job_id = check_job_id(payload.job_id or "", allow_all=True)
         logs = "log_since" in payload.model_fields_set
         return await self.ctx.jobs.subscribe(conn, job_id, payload.since, logs, payload.log_since)
 
     async def unsubscribe(
         self, sid: str, conn: Connection, payload: UnsubscribeIn
     ) -> dict[str, Any]:
-        await self.ctx.jobs.unsubscribe(conn, check_job_id(payload.job_id, allow_all=True))
+        if payload.tag is not None:
+            await self.ctx.jobs.unfollow_tag(conn, payload.tag)
+            return {}
+        job_id = check_job_id(payload.job_id or "", allow_all=True)
+        await self.ctx.jobs.unsubscribe(conn, job_id)
         return {}
 
     async def cancel(self, sid: str, conn: Connection, payload: CancelIn) -> dict[str, Any]:
@@ -47,7 +53,8 @@ class JobNamespace(BaseNamespace):
     async def regrant(self, sid: str, conn: Connection, identity: Identity) -> list[str]:
         await super().regrant(sid, conn, identity)
         ended = await self.ctx.jobs.outside_grants(conn)
-        for job_id in ended:
-            why = forbidden(f"your new token does not grant job {job_id!r}")
-            await conn.notify("unsubscribed", {"job_id": job_id, **why.body()})
+        for one in ended:  # a job id, or tag:<tag>
+            kind, value = ("tag", one[4:]) if one.startswith("tag:") else ("job_id", one)
+            why = forbidden(f"your new token does not grant {kind} {value!r}")
+            await conn.notify("unsubscribed", {kind: value, **why.body()})
         return ended

@@ -3,7 +3,7 @@
 // through textContent, so job messages, log lines and announcements cannot inject markup.
 import {
   cancelJob, configure, granted, onAnnouncement, onConnection, recentAnnouncements, watchAllJobs,
-  watchJob, watchLogs, whoami,
+  watchJob, watchLogs, watchTag, whoami,
 } from "/switchboard.js";
 
 const params = new URLSearchParams(location.search);
@@ -44,6 +44,17 @@ function render(entry) {
   const time = element.querySelector(".age");
   time.dateTime = job.updated_at;
   time.textContent = age(job.updated_at);
+  element.querySelector(".tags").replaceChildren(...(job.tags ?? []).map((tag) => {
+    const chip = document.createElement("button");
+    chip.type = "button";
+    chip.className = "tag";
+    chip.textContent = tag;
+    chip.addEventListener("click", (event) => {
+      event.stopPropagation();
+      filterBy(tag);
+    });
+    return chip;
+  }));
   const cancel = element.querySelector(".cancel");
   const finished = ["succeeded", "failed", "cancelled"].includes(job.status);
   cancel.hidden = finished || !granted(cancelGrants, job.id);
@@ -57,28 +68,76 @@ function upsert(job) {
   let entry = jobs.get(job.id);
   if (!entry) {
     const element = $("job-template").content.firstElementChild.cloneNode(true);
-    element.addEventListener("click", () => showLog(job.id));
+    element.addEventListener("click", (event) => {
+      event.stopPropagation(); // a child's row sits inside its parent's
+      showLog(job.id);
+    });
     element.querySelector(".cancel").addEventListener("click", (event) => {
       event.stopPropagation();
       cancelJob(job.id).then(upsert, (error) => {
         element.querySelector(".message").textContent = `cancel refused: ${error.message}`;
       });
     });
-    element.addEventListener("keydown", (e) => e.key === "Enter" && showLog(job.id));
+    element.addEventListener("keydown", (e) => {
+      if (e.key !== "Enter") return;
+      e.stopPropagation();
+      showLog(job.id);
+    });
     entry = { job, element };
     jobs.set(job.id, entry);
   }
   entry.job = job;
   render(entry);
-  // Most recently updated first.
-  const list = $("jobs");
-  const sorted = [...jobs.values()].sort((a, b) => b.job.updated_at.localeCompare(a.job.updated_at));
-  sorted.forEach(({ element }, index) => {
-    if (list.children[index] !== element) list.insertBefore(element, list.children[index] ?? null);
-  });
+  arrange();
   $("no-jobs").hidden = jobs.size > 0;
   $("job-count").textContent = `(${jobs.size})`;
 }
+
+// Most recently updated first; a batch's children inside its row, under a summary.
+function arrange() {
+  const sorted = [...jobs.values()].sort((a, b) => b.job.updated_at.localeCompare(a.job.updated_at));
+  const lists = new Map([[null, $("jobs")]]);
+  for (const { job, element } of sorted) lists.set(job.id, element.querySelector(".children"));
+  const placed = new Map();
+  for (const entry of sorted) {
+    const parent = jobs.has(entry.job.parent) ? entry.job.parent : null;
+    const list = lists.get(parent);
+    const index = placed.get(parent) ?? 0;
+    if (list.children[index] !== entry.element) list.insertBefore(entry.element, list.children[index] ?? null);
+    placed.set(parent, index + 1);
+  }
+  for (const { job, element } of sorted) {
+    const children = sorted.filter((other) => other.job.parent === job.id).map((other) => other.job);
+    const counts = {};
+    children.forEach((child) => { counts[child.status] = (counts[child.status] ?? 0) + 1; });
+    const parts = Object.entries(counts).map(([status, count]) => `${count} ${status}`);
+    const summary = element.querySelector(".children-summary");
+    summary.hidden = children.length === 0;
+    summary.textContent = `${children.length} ${children.length === 1 ? "child" : "children"} · ${parts.join(" · ")}`;
+  }
+}
+
+// The jobs shown: every job, or those with one tag (?tag=…, or a click on a tag).
+let stopJobs = null;
+function filterBy(tag) {
+  stopJobs?.();
+  jobs.forEach(({ element }) => element.remove());
+  jobs.clear();
+  $("tag-filter").value = tag ?? "";
+  $("clear-filter").hidden = !tag;
+  const url = new URL(location.href);
+  if (tag) url.searchParams.set("tag", tag);
+  else url.searchParams.delete("tag");
+  history.replaceState(null, "", url);
+  const refused = (error) => { $("job-count").textContent = `(${error.message})`; };
+  stopJobs = tag ? watchTag(tag, upsert, { onError: refused }) : watchAllJobs(upsert, { onError: refused });
+}
+
+$("tag-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  filterBy($("tag-filter").value.trim() || null);
+});
+$("clear-filter").addEventListener("click", () => filterBy(null));
 
 function showLog(jobId) {
   stopLog?.();
@@ -156,7 +215,7 @@ onConnection(({ connected, transport, error }) => {
     }, () => {});
   }
 });
-watchAllJobs(upsert);
+filterBy(params.get("tag"));
 onAnnouncement((a) => announce(a));
 recentAnnouncements(20).then((found) => found.forEach((a) => announce(a, { prepend: false })), () => {});
 setInterval(() => jobs.forEach(({ job, element }) => {

@@ -18,6 +18,19 @@ export interface Job {
   updated_at: string;
   /** Someone asked the worker to stop; its final update will say "cancelled". */
   cancel_requested?: { by: string; at: string } | null;
+  /** E.g. "user:42", "batch:7": watchTag follows every job with one. */
+  tags?: string[];
+  /** The job this one is a child of (a batch). */
+  parent?: string | null;
+}
+
+/** A parent's children: counted by status, their mean progress. */
+export interface ChildrenSummary {
+  job_id: string;
+  total: number;
+  by_status: Partial<Record<JobStatus, number>>;
+  progress: number | null;
+  updated_at: string;
 }
 
 /** One event of a job: its state right after that update. */
@@ -143,6 +156,22 @@ export declare function watchAllJobs(
   options?: { onError?: (error: SwitchboardError) => void },
 ): () => void;
 
+/**
+ * Every job with a tag (e.g. "user:42", granted by the token's `tags`): the newest at each
+ * (re)connect, then every newer state of each, in seq order. Returns a function that stops.
+ */
+export declare function watchTag(
+  tag: string,
+  onJob: (job: Job) => void,
+  options?: { onError?: (error: SwitchboardError) => void },
+): () => void;
+
+/** A parent's children summary as its children change (watch the parent with watchJob). */
+export declare function watchChildren(
+  parentId: string,
+  onSummary: (summary: ChildrenSummary) => void,
+): () => void;
+
 /** Ask a job's worker to stop; resolves to the job with `cancel_requested` set. */
 export declare function cancelJob(jobId: string): Promise<Job>;
 
@@ -153,6 +182,7 @@ export interface WhoAmI {
   jobs: string[];
   rooms: string[];
   cancel: string[];
+  tags: string[];
 }
 
 export declare function whoami(): Promise<WhoAmI>;

@@ -204,17 +204,31 @@ export function granted(patterns, name) {
  * Calls onJob(job) only with states newer than the last one seen for that job.
  */
 export function watchAllJobs(onJob, { onError } = {}) {
+  return followMany({ job_id: "*" }, () => true, onJob, onError);
+}
+
+/**
+ * Every job with a tag (e.g. "user:42"): the newest of them at each (re)connect, then every
+ * newer state of each, in seq order, as long as it has the tag. Returns a function that stops.
+ */
+export function watchTag(tag, onJob, { onError } = {}) {
+  return followMany({ tag }, (job) => (job.tags ?? []).includes(tag), onJob, onError);
+}
+
+// A subscription to many jobs ('*' or a tag): each job's states once, newest last.
+function followMany(target, wanted, onJob, onError) {
   const jobs = socket("/job");
   const seen = new Map(); // id -> [created_at, seq]
   const offer = (job) => {
+    if (!wanted(job)) return;
     const [created, seq] = seen.get(job.id) ?? [null, 0];
     if (created === job.created_at && job.seq <= seq) return;
     seen.set(job.id, [job.created_at, job.seq]);
     onJob(job);
   };
   const sync = () =>
-    call("/job", "subscribe", { job_id: "*" }).then(
-      (ack) => ack.jobs.forEach(offer),
+    call("/job", "subscribe", target).then(
+      (ack) => [...ack.jobs].reverse().forEach(offer),
       (error) => error.code && onError?.(error),
     );
   jobs.on("job:update", offer);
@@ -223,8 +237,24 @@ export function watchAllJobs(onJob, { onError } = {}) {
   return () => {
     jobs.off("job:update", offer);
     jobs.off("connect", sync);
-    if (jobs.connected) jobs.emit("unsubscribe", { job_id: "*" });
+    if (jobs.connected) jobs.emit("unsubscribe", target);
   };
+}
+
+/**
+ * A parent job's children summary ({ total, by_status, progress, updated_at }) now and as
+ * its children change; needs a subscription to the parent (watchJob). Returns a stop function.
+ */
+export function watchChildren(parentId, onSummary) {
+  const jobs = socket("/job");
+  let latest = "";
+  const offer = (summary) => {
+    if (summary.job_id !== parentId || summary.updated_at < latest) return;
+    latest = summary.updated_at;
+    onSummary(summary);
+  };
+  jobs.on("job:children", offer);
+  return () => jobs.off("job:children", offer);
 }
 
 /**

@@ -19,6 +19,7 @@ from ..models import (
     LogLine,
     Member,
     Revocation,
+    tags_of,
     text_size,
 )
 
@@ -31,6 +32,9 @@ LOG_PAGE_BYTES = 512 * 1024
 
 # Turns the current state (None: unknown job) into the next one, or raises ApiError.
 Mutation = Callable[[Job | None], Job]
+# The webhooks (their keys) that want a committed state: the store enqueues one delivery
+# for each in the same write as the job.
+Targets = Callable[[Job], list[str]]
 
 
 class StoredResponse(TypedDict):
@@ -41,6 +45,21 @@ class StoredResponse(TypedDict):
 def revocation_key(revocation: Revocation) -> str:
     jti = revocation["jti"]
     return f"jti:{jti}" if jti is not None else f"sub:{revocation['sub']}"
+
+
+def index_keys(job: Job | None) -> set[str]:
+    """What lists a job beside its status: tag:<tag> for each tag, parent:<id>."""
+    if job is None:
+        return set()
+    keys = {f"tag:{tag}" for tag in tags_of(job)}
+    if job.get("parent"):
+        keys.add(f"parent:{job['parent']}")
+    return keys
+
+
+def listed_by(tag: str | None, parent: str | None) -> str | None:
+    """The index key list_jobs reads (None: every job)."""
+    return f"tag:{tag}" if tag is not None else f"parent:{parent}" if parent is not None else None
 
 
 def job_response(job: Job) -> StoredResponse:
@@ -81,6 +100,40 @@ class LogLimits:
             dropped += 1
             freed += line_size
         return dropped, freed
+
+
+def webhook_event(job_id: str, seq: int, job_json: str) -> tuple[str, str]:
+    """A webhook delivery of an event: its id and the exact body POSTed (Redis builds the
+    same text in its script; job ids need no JSON escaping)."""
+    event_id = f"{job_id}:{seq}"
+    return event_id, f'{{"id":"{event_id}","type":"job.update","job":{job_json}}}'
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """A webhook delivery waiting in the store: the head of its lane (webhook, job)."""
+
+    ref: str  # the store's handle for it
+    event_id: str  # "<job id>:<seq>", the webhook-id header
+    body: str  # the JSON POSTed, the same at every attempt
+    created: float  # when the event was committed (seconds since the epoch)
+    attempts: int  # attempts of the lane that failed in a row
+
+
+class WebhookStats(TypedDict):
+    """A webhook's deliveries as the store counts them (every node's, on Redis)."""
+
+    pending: int
+    delivered: int
+    dead: int
+    last_success: float | None
+    last_failure: float | None
+    last_error: str | None
+
+
+def no_webhook_stats() -> WebhookStats:
+    return {"pending": 0, "delivered": 0, "dead": 0, "last_success": None,
+            "last_failure": None, "last_error": None}  # fmt: skip
 
 
 class StoreUnavailable(Exception):
@@ -137,6 +190,15 @@ class Store(ABC):
         self.rooms = rooms or RoomLimits()
         self.logs = logs or LogLimits()
         self._members: dict[str, dict[str, Member]] = {}
+        # Leases on webhook lanes (webhook key, job id) -> until when, for the stores that
+        # one process owns; Redis keeps them in Redis, shared by the nodes.
+        self._leases: dict[tuple[str, str], float] = {}
+
+    # Set before use when webhooks are configured; None enqueues nothing.
+    webhooks: Targets | None = None
+
+    def outbox_targets(self, job: Job) -> list[str]:
+        return self.webhooks(job) if self.webhooks is not None else []
 
     async def open(self) -> None:  # noqa: B027 - optional hook
         """Connect and prepare; called once before use."""
@@ -167,8 +229,11 @@ class Store(ABC):
     async def get_job(self, job_id: str) -> Job | None: ...
 
     @abstractmethod
-    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
-        """Most recently updated first."""
+    async def list_jobs(
+        self, status: str | None, limit: int, *, tag: str | None = None, parent: str | None = None
+    ) -> list[Job]:
+        """Most recently updated first; with `tag`, the jobs that have it; with `parent`,
+        its children."""
 
     @abstractmethod
     async def events_after(self, job_id: str, since: int, limit: int) -> list[Job]:
@@ -265,6 +330,58 @@ class Store(ABC):
     @abstractmethod
     async def revocations(self, now: float) -> list[Revocation]:
         """The revocations still in force."""
+
+    # Webhook outbox. apply() enqueues a delivery per webhook that wants the committed state,
+    # in the same write; a lane is one webhook's deliveries of one job, oldest first.
+
+    @abstractmethod
+    async def outbox_claim(self, hook: str, limit: int, lease: float) -> list[str]:
+        """Up to `limit` jobs whose lane of `hook` is due and not leased, each now leased to
+        this process for `lease` seconds."""
+
+    @abstractmethod
+    async def outbox_head(self, hook: str, job_id: str) -> OutboxEntry | None:
+        """The lane's oldest delivery, None when the lane is empty."""
+
+    @abstractmethod
+    async def outbox_delivered(
+        self, hook: str, job_id: str, entry: OutboxEntry, lease: float
+    ) -> bool:
+        """Remove the delivered head (a 2xx) and keep the lane `lease` seconds more; False
+        when the lease was lost to another process (which then has the lane)."""
+
+    @abstractmethod
+    async def outbox_failed(
+        self,
+        hook: str,
+        job_id: str,
+        entry: OutboxEntry,
+        delay: float,
+        error: str,
+        dead_before: float,
+    ) -> int:
+        """Note a failed attempt of the head and release the lane, due again in `delay`
+        seconds. When the head was committed before `dead_before` it is given up, with the
+        entries after it committed before then: how many were given up (dead)."""
+
+    @abstractmethod
+    async def outbox_release(self, hook: str, job_id: str) -> None:
+        """Give the lane up: forgotten when empty, else due at once (for another process)."""
+
+    @abstractmethod
+    async def outbox_stats(self, hook: str) -> WebhookStats: ...
+
+    def _lease(self, hook: str, job_id: str, now: float, lease: float) -> bool:
+        """Take an in-process lease on a lane when it is free (single-process stores)."""
+        if self._leases.get((hook, job_id), 0.0) > now:
+            return False
+        self._leases[(hook, job_id)] = now + lease
+        return True
+
+    def _leased(self, hook: str, now: float) -> int:
+        for key in [k for k, until in self._leases.items() if until <= now]:
+            del self._leases[key]
+        return sum(1 for h, _ in self._leases if h == hook)
 
     # Presence: who is in a room right now. A single process keeps it in memory and
     # the room's record in the store; stores shared by several processes override these.

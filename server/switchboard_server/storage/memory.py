@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -26,15 +27,21 @@ from .base import (
     ChatUsage,
     LogLimits,
     Mutation,
+    OutboxEntry,
     RoomLimits,
     Store,
     StoredResponse,
+    WebhookStats,
+    index_keys,
     job_response,
+    listed_by,
     log_response,
     no_job,
+    no_webhook_stats,
     numbered,
     revocation_key,
     too_many_rooms,
+    webhook_event,
 )
 
 
@@ -43,6 +50,19 @@ class _Log:
     head: int = 0  # the last offset given
     size: int = 0  # bytes of text kept
     lines: deque[LogLine] = field(default_factory=deque)
+
+
+@dataclass
+class _Lane:
+    """One webhook's deliveries of one job, oldest first."""
+
+    entries: deque[OutboxEntry] = field(default_factory=deque)
+    due: float = 0.0  # not before (seconds since the epoch)
+    failures: int = 0  # attempts that failed in a row
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 class MemoryStore(Store):
@@ -59,6 +79,9 @@ class MemoryStore(Store):
         self._messages: dict[str, deque[ChatMessage]] = {}
         self._responses: dict[str, tuple[float, StoredResponse]] = {}
         self._revocations: dict[str, Revocation] = {}
+        self._lanes: dict[str, dict[str, _Lane]] = {}  # webhook -> job id -> lane
+        self._webhook_stats: dict[str, WebhookStats] = {}
+        self._entries = itertools.count(1)
 
     async def ping(self) -> None:
         return None
@@ -70,6 +93,13 @@ class MemoryStore(Store):
             self._events[job_id] = deque(maxlen=self.history)
         self._jobs[job_id] = job
         self._events[job_id].append(job)
+        hooks = self.outbox_targets(job)
+        if hooks:
+            event_id, body = webhook_event(job_id, job["seq"], _dumps(job))
+            for hook in hooks:
+                entry = OutboxEntry(str(next(self._entries)), event_id, body, time.time(), 0)
+                self._lanes.setdefault(hook, {}).setdefault(job_id, _Lane()).entries.append(entry)
+                self._stats(hook)["pending"] += 1
         if idempotency_key is not None:
             self._responses[idempotency_key] = (
                 time.time() + IDEMPOTENCY_TTL,
@@ -80,8 +110,15 @@ class MemoryStore(Store):
     async def get_job(self, job_id: str) -> Job | None:
         return copy.deepcopy(self._jobs.get(job_id))
 
-    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
-        jobs = [j for j in self._jobs.values() if status is None or j["status"] == status]
+    async def list_jobs(
+        self, status: str | None, limit: int, *, tag: str | None = None, parent: str | None = None
+    ) -> list[Job]:
+        key = listed_by(tag, parent)
+        jobs = [
+            j
+            for j in self._jobs.values()
+            if (status is None or j["status"] == status) and (key is None or key in index_keys(j))
+        ]
         jobs.sort(key=lambda j: j["updated_at"], reverse=True)
         return copy.deepcopy(jobs[:limit])
 
@@ -131,6 +168,85 @@ class MemoryStore(Store):
         for key in [k for k, (expires, _) in self._responses.items() if expires <= now]:
             del self._responses[key]
         return len(old)
+
+    # -- webhook outbox (lost at exit, like everything here) ---------------------------
+
+    def _stats(self, hook: str) -> WebhookStats:
+        return self._webhook_stats.setdefault(hook, no_webhook_stats())
+
+    async def outbox_claim(self, hook: str, limit: int, lease: float) -> list[str]:
+        now = time.time()
+        lanes = self._lanes.get(hook, {})
+        due = sorted((lane.due, job_id) for job_id, lane in lanes.items() if lane.due <= now)
+        claimed: list[str] = []
+        for _, job_id in due:
+            if len(claimed) >= limit:
+                break
+            if self._lease(hook, job_id, now, lease):
+                claimed.append(job_id)
+        return claimed
+
+    async def outbox_head(self, hook: str, job_id: str) -> OutboxEntry | None:
+        lane = self._lanes.get(hook, {}).get(job_id)
+        if lane is None or not lane.entries:
+            return None
+        head = lane.entries[0]
+        return OutboxEntry(head.ref, head.event_id, head.body, head.created, lane.failures)
+
+    async def outbox_delivered(
+        self, hook: str, job_id: str, entry: OutboxEntry, lease: float
+    ) -> bool:
+        lane = self._lanes.get(hook, {}).get(job_id)
+        if lane is not None and lane.entries and lane.entries[0].ref == entry.ref:
+            lane.entries.popleft()
+            lane.failures = 0
+            stats = self._stats(hook)
+            stats["pending"] -= 1
+            stats["delivered"] += 1
+            stats["last_success"] = time.time()
+        self._leases[(hook, job_id)] = time.time() + lease
+        return True
+
+    async def outbox_failed(
+        self,
+        hook: str,
+        job_id: str,
+        entry: OutboxEntry,
+        delay: float,
+        error: str,
+        dead_before: float,
+    ) -> int:
+        now = time.time()
+        lane = self._lanes.get(hook, {}).get(job_id)
+        stats = self._stats(hook)
+        stats["last_failure"], stats["last_error"] = now, error
+        self._leases.pop((hook, job_id), None)
+        if lane is None:
+            return 0
+        dead = 0
+        if lane.entries and lane.entries[0].ref == entry.ref:
+            while lane.entries and lane.entries[0].created < dead_before:
+                lane.entries.popleft()
+                dead += 1
+        stats["pending"] -= dead
+        stats["dead"] += dead
+        if lane.entries:
+            lane.failures += 1
+            lane.due = now + delay
+        else:
+            del self._lanes[hook][job_id]
+        return dead
+
+    async def outbox_release(self, hook: str, job_id: str) -> None:
+        self._leases.pop((hook, job_id), None)
+        lane = self._lanes.get(hook, {}).get(job_id)
+        if lane is not None and not lane.entries:
+            del self._lanes[hook][job_id]
+        elif lane is not None:
+            lane.due = 0.0
+
+    async def outbox_stats(self, hook: str) -> WebhookStats:
+        return dict(self._stats(hook))  # type: ignore[return-value]
 
     async def revoke(self, revocation: Revocation) -> None:
         self._revocations[revocation_key(revocation)] = revocation

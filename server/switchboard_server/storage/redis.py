@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -45,17 +46,24 @@ from .base import (
     LogLimits,
     Mutation,
     NotReplicated,
+    OutboxEntry,
     RoomLimits,
     Store,
     StoredResponse,
     StoreUnavailable,
+    WebhookStats,
+    index_keys,
     job_response,
+    listed_by,
     no_job,
+    no_webhook_stats,
     numbered,
     revocation_key,
     room_full,
     too_many_rooms,
 )
+
+log = logging.getLogger("switchboard.store")
 
 NODE_TTL = 15  # seconds a node's presence records outlive its last heartbeat
 HEARTBEAT = 5.0
@@ -63,6 +71,7 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 SWEEP_BATCH = 500
 MAX_BATCH = 64  # updates of one job in one script
 MAX_JOBS = 256  # scripts in one pipeline
+MAX_FILTERED = 1000  # jobs of a tag or parent read to find those of one status
 MAX_TRIES = 100  # scripts for one batch before the writers are told to try again
 KNOWN_JOBS = 10_000
 REPLICA_WAIT_MS = 1000
@@ -76,10 +85,13 @@ Answer = tuple["Job | Exception", str | None, "asyncio.Future[Job]"]
 # in it and by its expiry (Redis clock) once empty, when its history key gets the same
 # expiry. The scripts keep the set, the members and the history key in step atomically.
 # KEYS: job, events, jobs index, the five status indexes (STATUSES order), then one
-# idempotency key per write ('' for none). ARGV: job id, expected seq (0: no job),
-# history kept, idempotency ttl, then per write: body, seq, score, status index (1-5),
-# idempotent answer. Returns {1} when written, {0, stored job or false} when the stored
-# seq is not the expected one.
+# idempotency key per write ('' for none), then per webhook the batch enqueues for: its
+# lane of this job, its due set and its stats (OUTBOX below). ARGV: job id, expected seq
+# (0: no job), history kept, idempotency ttl, when the webhook entries were made, then per
+# write: body, seq, score, status index (1-5), idempotent answer, and the webhooks that
+# want it (their places among the batch's webhooks, space-separated; '' for none).
+# Returns {1} when written, {0, stored job or false} when the stored seq is not the
+# expected one.
 APPLY = """
 local stored = redis.call('GET', KEYS[1])
 local seq = 0
@@ -90,10 +102,10 @@ if stored then
 end
 if seq ~= tonumber(ARGV[2]) then return {0, stored} end
 local id, history, ttl = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4])
-local writes = (#ARGV - 4) / 5
+local writes = (#ARGV - 5) / 6
 local score, body, last
 for i = 0, writes - 1 do
-  local at = 5 + i * 5
+  local at = 6 + i * 6
   body, last, score = ARGV[at], tonumber(ARGV[at + 1]), ARGV[at + 2]
   redis.call('ZADD', KEYS[2], last, body)
   local key = KEYS[8 + i + 1]
@@ -104,6 +116,14 @@ for i = 0, writes - 1 do
       if s ~= now_status then redis.call('ZREM', KEYS[3 + s], id) end
     end
     redis.call('ZADD', KEYS[3 + now_status], score, id)
+  end
+  for hook in string.gmatch(ARGV[at + 5], '%d+') do
+    local base = 8 + writes + (tonumber(hook) - 1) * 3
+    local event = id .. ':' .. ARGV[at + 1]
+    redis.call('RPUSH', KEYS[base + 1], ARGV[5] .. ' ' .. event .. ' {"id":"' .. event
+      .. '","type":"job.update","job":' .. body .. '}')
+    redis.call('ZADD', KEYS[base + 2], 'NX', 0, id)
+    redis.call('HINCRBY', KEYS[base + 3], 'pending', 1)
   end
 end
 redis.call('SET', KEYS[1], body)
@@ -142,6 +162,19 @@ if KEYS[4] ~= '' then
   redis.call('SET', KEYS[4], stored, 'EX', ARGV[4])
 end
 return {1, first}
+"""
+# A job's tags and parent list it in sorted sets (index:tag:<tag>, index:parent:<id>) scored
+# by update time, kept in step right after APPLY in the same pipeline, only when the job's
+# stored seq is the one APPLY just wrote (a later writer's INDEX fixes it otherwise).
+# KEYS: job, then the index sets it leaves, then those it is in. ARGV: the seq written, the
+# number it leaves, score, job id.
+INDEX = """
+local stored = redis.call('GET', KEYS[1])
+if not stored or cjson.decode(stored).seq ~= tonumber(ARGV[1]) then return 0 end
+local leaves = tonumber(ARGV[2])
+for i = 2, leaves + 1 do redis.call('ZREM', KEYS[i], ARGV[4]) end
+for i = leaves + 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[3], ARGV[4]) end
+return 1
 """
 NOW = """
 local function now()
@@ -200,6 +233,93 @@ return 0
 )
 # KEYS: rooms. Their history keys expire by themselves.
 EXPIRE = NOW + "return redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now())"
+
+# Webhook outbox, per webhook: a due set (job id -> when its lane may next be claimed, in
+# Redis milliseconds: 0 for a new lane, a retry's time after a failure, the lease's end
+# while a node holds it), an owner hash (job id -> the node that claimed the lane), a
+# failures hash (job id -> failed attempts in a row) and a stats hash; per webhook and
+# job a lane, a list of "<created> <event id> <body>" oldest first. APPLY appends to lanes.
+# A claim moves a lane's due time to the end of its lease, so other nodes skip it until the
+# lease runs out; each later step checks that the node still owns the lane.
+NOW_MS = NOW + "local function now_ms() return math.floor(now() * 1000) end\n"
+# KEYS: due, owner. ARGV: node, most lanes, lease ms. Returns the job ids claimed.
+CLAIM = (
+    NOW_MS
+    + """
+local t = now_ms()
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', t, 'LIMIT', 0, tonumber(ARGV[2]))
+for _, job in ipairs(found) do
+  redis.call('ZADD', KEYS[1], t + tonumber(ARGV[3]), job)
+  redis.call('HSET', KEYS[2], job, ARGV[1])
+end
+return found
+"""
+)
+# KEYS: due, owner, failures, stats, lane. ARGV: job id, node, the entry delivered, lease
+# ms. Returns 0 when another node owns the lane now, else 1.
+DELIVERED = (
+    NOW_MS
+    + """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+if redis.call('LINDEX', KEYS[5], 0) == ARGV[3] then
+  redis.call('LPOP', KEYS[5])
+  redis.call('HINCRBY', KEYS[4], 'pending', -1)
+  redis.call('HINCRBY', KEYS[4], 'delivered', 1)
+end
+local t = now_ms()
+redis.call('HSET', KEYS[4], 'last_success', t / 1000)
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[1], t + tonumber(ARGV[4]), ARGV[1])
+return 1
+"""
+)
+# KEYS: due, owner, failures, stats, lane. ARGV: job id, node, the entry attempted, delay
+# ms, error, dead before (seconds). Returns the entries given up, or -1 when another node
+# owns the lane now.
+FAILED = (
+    NOW_MS
+    + """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return -1 end
+local dead = 0
+if redis.call('LINDEX', KEYS[5], 0) == ARGV[3] then
+  local before = tonumber(ARGV[6])
+  while true do
+    local head = redis.call('LINDEX', KEYS[5], 0)
+    if not head or tonumber(string.match(head, '^[^ ]+')) >= before then break end
+    redis.call('LPOP', KEYS[5])
+    dead = dead + 1
+  end
+end
+local t = now_ms()
+if dead > 0 then
+  redis.call('HINCRBY', KEYS[4], 'pending', -dead)
+  redis.call('HINCRBY', KEYS[4], 'dead', dead)
+end
+redis.call('HSET', KEYS[4], 'last_failure', t / 1000, 'last_error', ARGV[5])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('LLEN', KEYS[5]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+else
+  redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+  redis.call('ZADD', KEYS[1], t + tonumber(ARGV[4]), ARGV[1])
+end
+return dead
+"""
+)
+# KEYS: due, owner, failures, lane. ARGV: job id, node. An empty lane is forgotten; another
+# is due at once, for any node.
+RELEASE = """
+if redis.call('HGET', KEYS[2], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('LLEN', KEYS[4]) == 0 then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], 0, ARGV[1])
+end
+return 1
+"""
 
 
 def _fail(batch: Iterable[Pending], exc: Exception) -> None:
@@ -271,11 +391,16 @@ class RedisStore(Store):
         self._writer: asyncio.Task[None] | None = None
         self._known: dict[str, Job | None] = {}  # job id -> last state seen (oldest first)
         self._apply = self.redis.register_script(APPLY)
+        self._index = self.redis.register_script(INDEX)
         self._append_logs = self.redis.register_script(APPEND_LOGS)
         self._join = self.redis.register_script(JOIN)
         self._leave = self.redis.register_script(LEAVE)
         self._post = self.redis.register_script(POST)
         self._expire = self.redis.register_script(EXPIRE)
+        self._claim = self.redis.register_script(CLAIM)
+        self._delivered = self.redis.register_script(DELIVERED)
+        self._failed = self.redis.register_script(FAILED)
+        self._release = self.redis.register_script(RELEASE)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -342,6 +467,7 @@ class RedisStore(Store):
             for job_id, raw in zip(unknown, raws, strict=True):
                 self._remember_job(job_id, cast(Job, json.loads(raw)) if raw else None)
         sent: list[tuple[str, Job | None, list[Answer]]] = []
+        indexed: list[bool] = []  # per sent job: an INDEX follows its APPLY
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, batch in batches.items():
                 current = self._known.get(job_id)
@@ -351,21 +477,33 @@ class RedisStore(Store):
                     keys = [self.key("job", job_id), self.key("events", job_id), self.key("jobs")]
                     keys += [self.key("status", status) for status in STATUSES]
                     keys += [self.key("idem", key) if key else "" for _, key in writes]
-                    args = self._apply_args(job_id, current, writes)
+                    targets = [self.outbox_targets(job) for job, _ in writes]
+                    hooks = list(dict.fromkeys(hook for wanted in targets for hook in wanted))
+                    for hook in hooks:
+                        keys += self._outbox_keys(hook, job_id)
+                    args = self._apply_args(job_id, current, writes, hooks, targets)
                     pipe.evalsha(self._apply.sha, len(keys), *keys, *args)
                     sent.append((job_id, state, answers))
+                    indexed.append(self._queue_index(pipe, job_id, current, state))
                 else:
                     _answer(answers, self.replicas, self.replicas)
             if sent and self.replicas:
                 pipe.wait(self.replicas, REPLICA_WAIT_MS)
             results = await pipe.execute(raise_on_error=False) if sent else []
         acknowledged = results.pop() if sent and self.replicas else self.replicas
+        replies, results = iter(results), []
+        for follows in indexed:  # each APPLY's answer; an INDEX answer may follow it
+            results.append(next(replies))
+            problem = next(replies) if follows else None
+            if isinstance(problem, Exception) and not isinstance(problem, NoScriptError):
+                log.warning("could not index a job's tags: %s", problem)  # (NoScript: again)
         if isinstance(acknowledged, Exception):
             raise acknowledged
         again = set()
         for (job_id, state, answers), result in zip(sent, results, strict=True):
-            if isinstance(result, NoScriptError):  # Redis restarted: load it, try again
-                await self.redis.script_load(APPLY)
+            if isinstance(result, NoScriptError):  # Redis restarted: load them, try again
+                for script in (APPLY, INDEX):
+                    await self.redis.script_load(script)
                 again.add(job_id)
             elif isinstance(result, Exception):
                 raise result
@@ -376,6 +514,16 @@ class RedisStore(Store):
                 self._remember_job(job_id, state)
                 _answer(answers, acknowledged, self.replicas)
         return again
+
+    def _queue_index(self, pipe: Any, job_id: str, current: Job | None, state: Job | None) -> bool:
+        """INDEX after the job's APPLY, for a job with tags or a parent (before or now)."""
+        leaves, now = index_keys(current) - index_keys(state), index_keys(state)
+        if state is None or not (leaves or now):
+            return False
+        keys = [self.key("job", job_id)] + [self.key("index", key) for key in (*leaves, *now)]
+        args = [state["seq"], len(leaves), _score(state["updated_at"]), job_id]
+        pipe.evalsha(self._index.sha, len(keys), *keys, *args)
+        return True
 
     @staticmethod
     def _compute(current: Job | None, batch: list[Pending]) -> tuple[Job | None, list[Answer]]:
@@ -391,19 +539,34 @@ class RedisStore(Store):
                 answers.append((state, idempotency_key, done))
         return state, answers
 
+    def _outbox_keys(self, hook: str, job_id: str) -> list[str]:
+        """A webhook's keys that APPLY writes: the job's lane, the due set, the stats."""
+        return [
+            self.key("wh", hook, "lane", job_id),
+            self.key("wh", hook, "due"),
+            self.key("wh", hook, "stats"),
+        ]
+
     def _apply_args(
-        self, job_id: str, current: Job | None, writes: list[tuple[Job, str | None]]
+        self,
+        job_id: str,
+        current: Job | None,
+        writes: list[tuple[Job, str | None]],
+        hooks: list[str],
+        targets: list[list[str]],
     ) -> list[Any]:
-        """APPLY's ARGV: the job, the seq it was computed from, then each write."""
+        """APPLY's ARGV: the job, the seq it was computed from, then each write with the
+        webhooks that want it."""
         args: list[Any] = [job_id, current["seq"] if current else 0, self.history]
-        args.append(int(IDEMPOTENCY_TTL))
-        for job, key in writes:
+        args += [int(IDEMPOTENCY_TTL), repr(time.time())]
+        for (job, key), wanted in zip(writes, targets, strict=True):
             status = STATUSES.index(job["status"]) + 1
             answer = ""  # the job encoded a second time, only when there is a key to keep it
             if key is not None:
                 response = job_response(job)
                 answer = _dumps({"expires": time.time() + IDEMPOTENCY_TTL, "response": response})
             args += [_dumps(job), job["seq"], _score(job["updated_at"]), status, answer]
+            args.append(" ".join(str(hooks.index(hook) + 1) for hook in wanted))
         return args
 
     async def _replicated(
@@ -440,14 +603,25 @@ class RedisStore(Store):
             raw = await self.redis.get(self.key("job", job_id))
         return cast(Job, json.loads(raw)) if raw else None
 
-    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
-        index = self.key("jobs") if status is None else self.key("status", status)
+    async def list_jobs(
+        self, status: str | None, limit: int, *, tag: str | None = None, parent: str | None = None
+    ) -> list[Job]:
+        key = listed_by(tag, parent)
+        if key is None:
+            index = self.key("jobs") if status is None else self.key("status", status)
+        else:  # filtered below by status, and by the index key itself (no stale entry shows)
+            index = self.key("index", key)
+        upto = limit if key is None or status is None else MAX_FILTERED
         async with _reachable():
-            ids = await self.redis.zrevrange(index, 0, limit - 1)
+            ids = await self.redis.zrevrange(index, 0, upto - 1)
             if not ids:
                 return []
             raws = await self.redis.mget([self.key("job", job_id) for job_id in ids])
-        return [json.loads(raw) for raw in raws if raw]
+        jobs = [cast(Job, json.loads(raw)) for raw in raws if raw]
+        if key is not None:
+            jobs = [job for job in jobs if key in index_keys(job)]
+            jobs = [job for job in jobs if status is None or job["status"] == status]
+        return jobs[:limit]
 
     async def events_after(self, job_id: str, since: int, limit: int) -> list[Job]:
         async with _reachable():
@@ -462,7 +636,11 @@ class RedisStore(Store):
 
     async def _forget(self, job_id: str) -> bool:
         self._known.pop(job_id, None)
+        raw = await self.redis.get(self.key("job", job_id))
+        listed = index_keys(cast(Job, json.loads(raw)) if raw else None)
         async with self.redis.pipeline(transaction=True) as pipe:
+            for key in listed:
+                pipe.zrem(self.key("index", key), job_id)
             pipe.delete(
                 self.key("job", job_id), self.key("events", job_id),
                 self.key("logs", job_id), self.key("loghead", job_id),
@@ -511,6 +689,71 @@ class RedisStore(Store):
             *raws, head = await pipe.execute()
         lines = [cast(LogLine, json.loads(raw)) for raw in (raws[0] if raws else [])]
         return lines, int(head or 0)
+
+    # -- webhook outbox, shared by every node ------------------------------------------
+
+    def _lane_keys(self, hook: str, job_id: str) -> list[str]:
+        """KEYS of DELIVERED and FAILED: due, owner, failures, stats, the lane."""
+        return [
+            self.key("wh", hook, "due"),
+            self.key("wh", hook, "owner"),
+            self.key("wh", hook, "failures"),
+            self.key("wh", hook, "stats"),
+            self.key("wh", hook, "lane", job_id),
+        ]
+
+    async def outbox_claim(self, hook: str, limit: int, lease: float) -> list[str]:
+        keys = [self.key("wh", hook, "due"), self.key("wh", hook, "owner")]
+        async with _reachable():
+            found = await self._claim(keys=keys, args=[self.node, limit, int(lease * 1000)])
+        return list(found)
+
+    async def outbox_head(self, hook: str, job_id: str) -> OutboxEntry | None:
+        async with _reachable(), self.redis.pipeline(transaction=False) as pipe:
+            pipe.lindex(self.key("wh", hook, "lane", job_id), 0)
+            pipe.hget(self.key("wh", hook, "failures"), job_id)
+            raw, failures = await pipe.execute()
+        if raw is None:
+            return None
+        created, event_id, body = raw.split(" ", 2)
+        return OutboxEntry(raw, event_id, body, float(created), int(failures or 0))
+
+    async def outbox_delivered(
+        self, hook: str, job_id: str, entry: OutboxEntry, lease: float
+    ) -> bool:
+        args = [job_id, self.node, entry.ref, int(lease * 1000)]
+        async with _reachable():
+            return bool(await self._delivered(keys=self._lane_keys(hook, job_id), args=args))
+
+    async def outbox_failed(
+        self,
+        hook: str,
+        job_id: str,
+        entry: OutboxEntry,
+        delay: float,
+        error: str,
+        dead_before: float,
+    ) -> int:
+        args = [job_id, self.node, entry.ref, int(delay * 1000), error, repr(dead_before)]
+        async with _reachable():
+            dead = int(await self._failed(keys=self._lane_keys(hook, job_id), args=args))
+        return max(dead, 0)
+
+    async def outbox_release(self, hook: str, job_id: str) -> None:
+        keys = self._lane_keys(hook, job_id)
+        async with _reachable():
+            await self._release(keys=[*keys[:3], keys[4]], args=[job_id, self.node])
+
+    async def outbox_stats(self, hook: str) -> WebhookStats:
+        async with _reachable():
+            found = await self.redis.hgetall(self.key("wh", hook, "stats"))
+        stats = no_webhook_stats()
+        for name in ("pending", "delivered", "dead"):
+            stats[name] = int(found.get(name, 0))  # type: ignore[literal-required]
+        for name in ("last_success", "last_failure"):
+            stats[name] = float(found[name]) if name in found else None  # type: ignore[literal-required]
+        stats["last_error"] = found.get("last_error")
+        return stats
 
     # -- announcements and chat ---------------------------------------------
 

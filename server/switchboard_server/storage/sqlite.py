@@ -26,16 +26,22 @@ from .base import (
     ChatUsage,
     LogLimits,
     Mutation,
+    OutboxEntry,
     RoomLimits,
     Store,
     StoredResponse,
     StoreUnavailable,
+    WebhookStats,
+    index_keys,
     job_response,
+    listed_by,
     log_response,
     no_job,
+    no_webhook_stats,
     numbered,
     revocation_key,
     too_many_rooms,
+    webhook_event,
 )
 
 T = TypeVar("T")
@@ -86,6 +92,12 @@ CREATE TABLE IF NOT EXISTS rooms (
     empty_since REAL  -- NULL while someone is in the room
 );
 CREATE INDEX IF NOT EXISTS rooms_by_empty_since ON rooms (empty_since);
+CREATE TABLE IF NOT EXISTS job_index (  -- what lists a job beside its status
+    key TEXT NOT NULL,  -- tag:<tag> or parent:<job id>
+    job_id TEXT NOT NULL,
+    PRIMARY KEY (key, job_id)
+);
+CREATE INDEX IF NOT EXISTS job_index_by_job ON job_index (job_id);
 CREATE TABLE IF NOT EXISTS revocations (
     key TEXT PRIMARY KEY,  -- jti:… or sub:…
     until REAL NOT NULL,
@@ -95,6 +107,33 @@ CREATE TABLE IF NOT EXISTS responses (
     key TEXT PRIMARY KEY,
     expires REAL NOT NULL,
     body TEXT NOT NULL
+);
+-- Webhook deliveries, written in the transaction of the job update they carry. A lane is
+-- one webhook's deliveries of one job, sent in n order.
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    hook TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_by_lane ON webhook_outbox (hook, job_id, n);
+CREATE TABLE IF NOT EXISTS webhook_lanes (
+    hook TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    due REAL NOT NULL,  -- not before (seconds since the epoch)
+    failures INTEGER NOT NULL,  -- attempts that failed in a row
+    PRIMARY KEY (hook, job_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS webhook_lanes_by_due ON webhook_lanes (hook, due);
+CREATE TABLE IF NOT EXISTS webhook_stats (
+    hook TEXT PRIMARY KEY,
+    delivered INTEGER NOT NULL DEFAULT 0,
+    dead INTEGER NOT NULL DEFAULT 0,
+    last_success REAL,
+    last_failure REAL,
+    last_error TEXT
 );
 """
 
@@ -203,7 +242,9 @@ class SqliteStore(Store):
 
         def op(db: sqlite3.Connection) -> Job:
             row = db.execute("SELECT body FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            job = mutate(json.loads(row[0]) if row else None)
+            current = json.loads(row[0]) if row else None
+            job = mutate(current)
+            _index(db, job_id, index_keys(current), index_keys(job))
             body = _dumps(job)
             db.execute(
                 "INSERT INTO jobs (id, status, updated_at, body) VALUES (?, ?, ?, ?)"
@@ -222,6 +263,9 @@ class SqliteStore(Store):
                 )
             if idempotency_key is not None:
                 _put_response(db, idempotency_key, job_response(job), time.time() + IDEMPOTENCY_TTL)
+            hooks = self.outbox_targets(job)
+            if hooks:
+                _enqueue(db, hooks, job_id, *webhook_event(job_id, job["seq"], body))
             return job
 
         return await self._write(op)
@@ -232,13 +276,21 @@ class SqliteStore(Store):
         )
         return cast(Job, json.loads(row[0])) if row else None
 
-    async def list_jobs(self, status: str | None, limit: int) -> list[Job]:
+    async def list_jobs(
+        self, status: str | None, limit: int, *, tag: str | None = None, parent: str | None = None
+    ) -> list[Job]:
+        key = listed_by(tag, parent)
+
         def query(db: sqlite3.Connection) -> list[Any]:
-            if status is None:
-                sql = "SELECT body FROM jobs ORDER BY updated_at DESC LIMIT ?"
-                return db.execute(sql, (limit,)).fetchall()
-            sql = "SELECT body FROM jobs WHERE status = ? ORDER BY updated_at DESC LIMIT ?"
-            return db.execute(sql, (status, limit)).fetchall()
+            where, args = [], []
+            if key is not None:
+                where.append("id IN (SELECT job_id FROM job_index WHERE key = ?)")
+                args.append(key)
+            if status is not None:
+                where.append("status = ?")
+                args.append(status)
+            sql = "SELECT body FROM jobs" + (" WHERE " + " AND ".join(where) if where else "")
+            return db.execute(sql + " ORDER BY updated_at DESC LIMIT ?", (*args, limit)).fetchall()
 
         return [json.loads(body) for (body,) in await self._run(query)]
 
@@ -432,6 +484,129 @@ class SqliteStore(Store):
     async def put_response(self, key: str, response: StoredResponse, expires: float) -> None:
         await self._write(lambda db: _put_response(db, key, response, expires))
 
+    # -- webhook outbox ----------------------------------------------------------------
+    # One process owns the file: leases live in memory, so a restart frees them at once.
+
+    async def outbox_claim(self, hook: str, limit: int, lease: float) -> list[str]:
+        now = time.time()
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT job_id FROM webhook_lanes WHERE hook = ? AND due <= ? ORDER BY due LIMIT ?",
+                (hook, now, limit + self._leased(hook, now)),
+            ).fetchall()
+        )
+        claimed: list[str] = []
+        for (job_id,) in rows:
+            if len(claimed) >= limit:
+                break
+            if self._lease(hook, job_id, now, lease):
+                claimed.append(job_id)
+        return claimed
+
+    async def outbox_head(self, hook: str, job_id: str) -> OutboxEntry | None:
+        def query(db: sqlite3.Connection) -> OutboxEntry | None:
+            row = db.execute(
+                "SELECT o.n, o.event_id, o.body, o.created, l.failures FROM webhook_outbox o"
+                " JOIN webhook_lanes l ON l.hook = o.hook AND l.job_id = o.job_id"
+                " WHERE o.hook = ? AND o.job_id = ? ORDER BY o.n LIMIT 1",
+                (hook, job_id),
+            ).fetchone()
+            if row is None:
+                return None
+            n, event_id, body, created, failures = row
+            return OutboxEntry(str(n), event_id, body, created, failures)
+
+        return await self._run(query)
+
+    async def outbox_delivered(
+        self, hook: str, job_id: str, entry: OutboxEntry, lease: float
+    ) -> bool:
+        def op(db: sqlite3.Connection) -> None:
+            if db.execute("DELETE FROM webhook_outbox WHERE n = ?", (int(entry.ref),)).rowcount:
+                db.execute(
+                    "UPDATE webhook_lanes SET failures = 0 WHERE hook = ? AND job_id = ?",
+                    (hook, job_id),
+                )
+                _count(db, hook, "delivered = delivered + 1, last_success = ?", time.time())
+
+        await self._write(op)
+        self._leases[(hook, job_id)] = time.time() + lease
+        return True
+
+    async def outbox_failed(
+        self,
+        hook: str,
+        job_id: str,
+        entry: OutboxEntry,
+        delay: float,
+        error: str,
+        dead_before: float,
+    ) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            now = time.time()
+            dead = 0
+            head = db.execute(
+                "SELECT n FROM webhook_outbox WHERE hook = ? AND job_id = ? ORDER BY n LIMIT 1",
+                (hook, job_id),
+            ).fetchone()
+            if head is not None and str(head[0]) == entry.ref:
+                old = db.execute(
+                    "SELECT n, created FROM webhook_outbox WHERE hook = ? AND job_id = ?"
+                    " ORDER BY n",
+                    (hook, job_id),
+                )
+                gone = []
+                for n, created in old:
+                    if created >= dead_before:
+                        break
+                    gone.append((n,))
+                old.close()
+                db.executemany("DELETE FROM webhook_outbox WHERE n = ?", gone)
+                dead = len(gone)
+            _count(db, hook, "dead = dead + ?, last_failure = ?, last_error = ?", dead, now, error)
+            if _lane_empty(db, hook, job_id):
+                _forget_lane(db, hook, job_id)
+            else:
+                db.execute(
+                    "UPDATE webhook_lanes SET failures = failures + 1, due = ?"
+                    " WHERE hook = ? AND job_id = ?",
+                    (now + delay, hook, job_id),
+                )
+            return dead
+
+        try:
+            return await self._write(op)
+        finally:
+            self._leases.pop((hook, job_id), None)
+
+    async def outbox_release(self, hook: str, job_id: str) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            if _lane_empty(db, hook, job_id):
+                _forget_lane(db, hook, job_id)
+
+        try:
+            await self._write(op)
+        finally:
+            self._leases.pop((hook, job_id), None)
+
+    async def outbox_stats(self, hook: str) -> WebhookStats:
+        def query(db: sqlite3.Connection) -> WebhookStats:
+            stats = no_webhook_stats()
+            (stats["pending"],) = db.execute(
+                "SELECT count(*) FROM webhook_outbox WHERE hook = ?", (hook,)
+            ).fetchone()
+            row = db.execute(
+                "SELECT delivered, dead, last_success, last_failure, last_error"
+                " FROM webhook_stats WHERE hook = ?",
+                (hook,),
+            ).fetchone()
+            if row is not None:
+                (stats["delivered"], stats["dead"], stats["last_success"],
+                 stats["last_failure"], stats["last_error"]) = row  # fmt: skip
+            return stats
+
+        return await self._run(query)
+
     async def revoke(self, revocation: Revocation) -> None:
         await self._write(lambda db: _put_revocation(db, revocation))
 
@@ -458,11 +633,54 @@ def _put_response(
     )
 
 
+def _index(db: sqlite3.Connection, job_id: str, old: set[str], new: set[str]) -> None:
+    """Keep job_index (tags, parent) in step with the job's new state."""
+    for key in old - new:
+        db.execute("DELETE FROM job_index WHERE key = ? AND job_id = ?", (key, job_id))
+    for key in new - old:
+        db.execute("INSERT OR IGNORE INTO job_index (key, job_id) VALUES (?, ?)", (key, job_id))
+
+
 def _forget_job(job_id: str, db: sqlite3.Connection) -> bool:
+    db.execute("DELETE FROM job_index WHERE job_id = ?", (job_id,))
     db.execute("DELETE FROM events WHERE job_id = ?", (job_id,))
     db.execute("DELETE FROM logs WHERE job_id = ?", (job_id,))
     db.execute("DELETE FROM log_heads WHERE job_id = ?", (job_id,))
     return db.execute("DELETE FROM jobs WHERE id = ?", (job_id,)).rowcount > 0
+
+
+def _enqueue(
+    db: sqlite3.Connection, hooks: list[str], job_id: str, event_id: str, body: str
+) -> None:
+    """A delivery of the event per webhook, at the end of its lane (created when new)."""
+    now = time.time()
+    for hook in hooks:
+        db.execute(
+            "INSERT INTO webhook_outbox (hook, job_id, event_id, body, created)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (hook, job_id, event_id, body, now),
+        )
+        db.execute(
+            "INSERT OR IGNORE INTO webhook_lanes (hook, job_id, due, failures) VALUES (?, ?, 0, 0)",
+            (hook, job_id),
+        )
+
+
+def _count(db: sqlite3.Connection, hook: str, assignments: str, *values: Any) -> None:
+    """Update a webhook's counters (`assignments`: SQL SET clauses)."""
+    db.execute("INSERT OR IGNORE INTO webhook_stats (hook) VALUES (?)", (hook,))
+    db.execute(f"UPDATE webhook_stats SET {assignments} WHERE hook = ?", (*values, hook))
+
+
+def _lane_empty(db: sqlite3.Connection, hook: str, job_id: str) -> bool:
+    found = db.execute(
+        "SELECT 1 FROM webhook_outbox WHERE hook = ? AND job_id = ? LIMIT 1", (hook, job_id)
+    ).fetchone()
+    return found is None
+
+
+def _forget_lane(db: sqlite3.Connection, hook: str, job_id: str) -> None:
+    db.execute("DELETE FROM webhook_lanes WHERE hook = ? AND job_id = ?", (hook, job_id))
 
 
 def _count_rooms(db: sqlite3.Connection) -> int:
