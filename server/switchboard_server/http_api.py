@@ -9,7 +9,7 @@ import re
 import time
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any, get_args
+from typing import Any
 
 from aiohttp import web
 
@@ -18,13 +18,13 @@ from .errors import ApiError, invalid_payload, not_found, unavailable
 from .hub import Hub
 from .metrics import Metrics
 from .models import (
+    STATUSES,
     AnnouncementIn,
     JobCreate,
     JobUpdate,
     LogsIn,
     Revocation,
     RevokeIn,
-    Status,
     TokenIn,
     check_job_id,
     check_tag,
@@ -40,7 +40,6 @@ MAX_BODY = 1024 * 1024
 IDEMPOTENCY_KEY = web.RequestKey("idempotency_key", str)
 IDEMPOTENCY_STORED = web.RequestKey("idempotency_stored", bool)
 KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
-STATUSES = get_args(Status)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

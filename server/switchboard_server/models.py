@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NotRequired, Self
+from typing import Annotated, Any, Literal, NotRequired, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -37,6 +37,7 @@ LogStream = Annotated[str, StringConstraints(min_length=1, max_length=32, patter
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 MAX_TAGS = 16  # per job
 
+STATUSES: tuple[str, ...] = get_args(Status)  # in the order a job goes through them
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 

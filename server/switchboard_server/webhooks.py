@@ -39,7 +39,7 @@ from aiohttp import web
 
 from . import __version__
 from .metrics import Metrics
-from .models import TERMINAL, Job
+from .models import STATUSES, TERMINAL, Job
 from .storage import Store, StoreUnavailable
 from .storage.base import OutboxEntry
 
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("switchboard.webhooks")
 
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FILTERS = ("status", "job")
 POLL = 1.0  # seconds between looks for due lanes (other nodes' events, retries coming due)
 BACKOFF_BASE = 1.0  # the first retry waits about this long, then twice as long each time

@@ -27,6 +27,7 @@ from typing import Any, cast
 from redis.exceptions import NoScriptError, RedisError
 
 from ..models import (
+    STATUSES,
     TERMINAL,
     Announcement,
     ChatMessage,
@@ -67,7 +68,6 @@ log = logging.getLogger("switchboard.store")
 
 NODE_TTL = 15  # seconds a node's presence records outlive its last heartbeat
 HEARTBEAT = 5.0
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 SWEEP_BATCH = 500
 MAX_BATCH = 64  # updates of one job in one script
 MAX_JOBS = 256  # scripts in one pipeline
