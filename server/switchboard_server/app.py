@@ -47,6 +47,7 @@ from .streams import (
     PLAIN_SOCKETS,
     SESSIONS,
     close_plain_websockets,
+    job_stream,
     plain_websocket,
 )
 from .tokens import RevocationList, Revoker, Sessions
@@ -150,6 +151,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/api/jobs/{job_id}/stream", job_stream, name="job-stream")  # any token
     app.router.add_get("/ws", plain_websocket)
     assets.add_routes(app, admin_ui=settings.admin_ui)
     if settings.admin_ui:

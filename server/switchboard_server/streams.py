@@ -14,7 +14,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from .auth import Identity, Unauthorized
 from .authhook import Described, HookUnavailable, describe
 from .errors import ApiError, invalid_payload, unavailable
-from .http_api import AUTH, HUB, REQUEST_ID, path_job_id, routes
+from .http_api import AUTH, HUB, REQUEST_ID, path_job_id
 from .hub import INFO_NS, JOB_NS, Hub, LogCatchUp
 from .jobs import JobService
 from .manager import LocalManager, Tap
@@ -60,7 +60,6 @@ async def _identify(request: web.Request, auth: dict[str, Any], described: Descr
 # -- Server-Sent Events ---------------------------------------------------------
 
 
-@routes.get("/api/jobs/{job_id}/stream", name="job-stream")  # takes client tokens too
 async def job_stream(request: web.Request) -> web.StreamResponse:
     """One `job:update` per event with `id: <seq>`; resumes from Last-Event-ID or ?since=.
 
