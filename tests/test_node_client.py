@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import ADMIN, ROOT, SECRET, Server, StartServer, require_binary
 
-SCENARIOS = ["subscribe", "resume", "chat", "announce", "errors", "unauthorized"]
+SCENARIOS = ["subscribe", "resume", "chat", "announce", "errors", "unauthorized", "tag", "refresh"]
 NODE_TESTS = ROOT / "tests" / "node"
 
 

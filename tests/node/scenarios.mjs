@@ -174,6 +174,62 @@ const scenarios = {
     assert.deepEqual(seqs, Array.from({ length: 20 }, (_, i) => i + 1));
   },
 
+  async tag() {
+    const tag = unique("user");
+    const jobs = await connected(connect("/job", { token: process.env.CLIENT_TOKEN }));
+    const seen = [];
+    const summaries = [];
+    jobs.on("job:update", (job) => seen.push([job.id, job.seq]));
+    jobs.on("job:children", (summary) => summaries.push(summary));
+    const parent = unique("batch");
+    await post(`/api/jobs/${parent}/updates`, { status: "running", tags: [tag] });
+    const ack = await ask(jobs, "subscribe", { tag });
+    assert.equal(ack.ok, true);
+    assert.deepEqual(ack.jobs.map((job) => job.id), [parent]);
+    assert.equal((await ask(jobs, "subscribe", { job_id: parent })).ok, true);
+    const child = unique("part");
+    await post(`/api/jobs/${child}/updates`, { parent, tags: [tag], progress: 50 });
+    await post(`/api/jobs/${child}/updates`, { status: "succeeded", progress: 100 });
+    await post(`/api/jobs/${unique("other")}/updates`, { progress: 1 }); // no tag: not sent
+    await post(`/api/jobs/${parent}/updates`, { status: "succeeded" });
+    await until(() => seen.some(([id, seq]) => id === parent && seq === 2));
+    // The parent's events reach it once even though it is in two of its rooms.
+    assert.deepEqual(seen, [[child, 1], [child, 2], [parent, 2]]);
+    await until(() => summaries.some((s) => s.by_status.succeeded === 1));
+    assert.equal(summaries.at(-1).total, 1);
+  },
+
+  async refresh() {
+    const mint = async (ttl) => (await post("/api/tokens", { sub: "node", ttl, jobs: ["*"] }));
+    const first = await mint(2);
+    const socket = connect("/job", { token: first.token });
+    const noticed = once(socket, "token:expiring"); // sent at once: under a minute left
+    const jobs = await connected(socket);
+    const notice = await noticed;
+    assert.ok(notice.expires_in <= 2);
+    const next = await mint(600);
+    const ack = await ask(jobs, "refresh", { token: next.token });
+    assert.equal(ack.ok, true);
+    assert.ok(ack.expires_in > 590);
+    const id = unique("node-refresh");
+    const seen = [];
+    jobs.on("job:update", (job) => seen.push(job.seq));
+    assert.equal((await ask(jobs, "subscribe", { job_id: id })).ok, true);
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // past the first token's exp
+    await post(`/api/jobs/${id}/updates`, { progress: 1 });
+    await until(() => seen.length === 1);
+    assert.equal(jobs.connected, true);
+
+    const errors = [];
+    jobs.on("error", (body) => errors.push(body));
+    const gone = once(jobs, "disconnect");
+    await post("/api/tokens/revoke", { jti: next.jti });
+    assert.equal(await gone, "io server disconnect"); // no reconnect after this one
+    assert.deepEqual(errors.map((e) => e.error.code), ["unauthorized"]);
+    const again = connect("/job", { token: next.token });
+    assert.equal((await once(again, "connect_error")).message, "unauthorized");
+  },
+
   async unauthorized() {
     for (const namespace of ["/job", "/info"]) {
       const socket = connect(namespace, { token: "not-a-token" });
