@@ -231,6 +231,25 @@ def test_the_server_adopts_its_manager() -> None:
     assert sio.manager.server is sio
 
 
+async def test_engine_start_initializes_the_manager_once() -> None:
+    """python-socketio initializes its manager (starting the pub/sub listener) at the first
+    connection unless manager_initialized is set: Engine.start does it at start-up."""
+    started: list[str] = []
+
+    class Counted(engine.SingleProcessManager):
+        def initialize(self) -> None:
+            started.append("initialize")
+            super().initialize()
+
+    sio = engine.SwitchboardServer(Metrics(), LocalDelivery(), async_mode="aiohttp")
+    sio.manager = Counted(sio.manager.delivery)
+    sio.manager.set_server(sio)
+    sio.engine.start()
+    sio.engine.start()
+    await sio._handle_eio_connect("e1", {})
+    assert started == ["initialize"]
+
+
 def test_manager_rooms_and_participants() -> None:
     """Engine.serves and Engine.participants: `rooms` is keyed by namespace, and
     get_participants() yields (sid, eio_sid) for a room, a list of rooms or None."""
@@ -358,33 +377,18 @@ def test_return_callback_signature() -> None:
     ]  # fmt: skip
 
 
-async def test_listener_reads_redis_listen_with_retries() -> None:
-    """python-socketio's _listen() takes redis-py messages from _redis_listen_with_retries
-    and keeps the data of `message`s on its channel."""
-
-    class Fed(socketio.AsyncRedisManager):  # type: ignore[misc]
-        async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
-            yield {"type": "subscribe", "channel": b"chan", "data": 1}
-            yield {"type": "message", "channel": b"other", "data": b"no"}
-            yield {"type": "message", "channel": b"chan", "data": b"yes"}
-            await asyncio.Event().wait()
-
-    listen = Fed("redis://localhost:1/0", channel="chan")._listen()
-    assert await anext(listen) == b"yes"
-    await listen.aclose()
-
-
 async def test_listener_hands_other_processes_emits_to_handle_emit() -> None:
-    """The background _thread() decodes each JSON message and passes other hosts' emits
-    (not this one's, already delivered) to _handle_emit."""
+    """The background _thread() decodes each JSON message _listen() yields (engine.py
+    replaces _listen with the relay's messages) and passes other hosts' emits (not this
+    one's, already delivered) to _handle_emit."""
     handled: list[Any] = []
     ours = {"method": "emit", "event": "mine", "host_id": None}
     theirs = {"method": "emit", "event": "yours", "host_id": "other", "data": [1]}
 
     class Fed(socketio.AsyncRedisManager):  # type: ignore[misc]
-        async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
+        async def _listen(self) -> AsyncIterator[Any]:
             for message in (ours, theirs):
-                yield {"type": "message", "channel": b"chan", "data": json.dumps(message)}
+                yield json.dumps(message).encode()
             await asyncio.Event().wait()
 
         async def _handle_emit(self, message: dict[str, Any]) -> None:
@@ -402,10 +406,10 @@ async def test_listener_hands_other_processes_emits_to_handle_emit() -> None:
 
 
 def test_redis_server_gets_the_redis_manager() -> None:
-    relay = RedisRelay("redis://localhost:1/0", "chan")
+    relay = RedisRelay("redis://localhost:1/0", "sb:")
     sio = switchboard_server(relay)
     assert isinstance(sio.manager, engine.RedisPubSubManager)
-    assert sio.manager.channel == "chan" and sio.manager.server is sio
+    assert sio.manager.channel == "sb:socketio" and sio.manager.server is sio
     # python-socketio would encode with engineio.json, which is the stdlib's dumps (with a
     # safer loads): RedisRelay encodes with json.dumps.
     assert sio.manager.json.dumps is json.dumps

@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     metrics = Metrics()
     auth = Auth(settings)
     relay = (
-        RedisRelay(settings.store, f"{settings.redis_prefix}socketio")
+        RedisRelay(settings.store, settings.redis_prefix, metrics)
         if settings.store.startswith(SCHEMES)
         else None
     )
@@ -170,6 +170,7 @@ async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     hub = app[HUB]
     await hub.store.open()
     await hub.start()
+    app[SIO].engine.start()
     await app[REVOKER].start()
     await app[WEBHOOKS].start()
     yield

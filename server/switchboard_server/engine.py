@@ -62,8 +62,8 @@ class Relay(Protocol):
         """Queue one JSON-serializable message for the other processes; never fails."""
 
     def listen(self, resubscribed: Callable[[], None]) -> AsyncIterator[Any]:
-        """redis-py pub/sub messages of `channel`, for ever; `resubscribed()` after a
-        reconnect, when messages may have been missed."""
+        """The data of every pub/sub message this process receives, for ever;
+        `resubscribed()` after a reconnect, when messages may have been missed."""
 
 
 class Delivery(Protocol):
@@ -340,7 +340,7 @@ class RedisPubSubManager(socketio.AsyncRedisManager):  # type: ignore[misc]
     and every other process's (from the listener), through `_handle_emit`: decoded here
     as python-socketio does, then handed to the delivery. Publishing goes to the relay
     (ordered, retried until Redis takes each message), and python-socketio's listener
-    reads the relay's subscription (reconnected within seconds, then a resync).
+    reads the relay's subscriptions (reconnected within seconds, then a resync).
     """
 
     def __init__(self, delivery: Delivery, relay: Relay) -> None:
@@ -394,10 +394,11 @@ class RedisPubSubManager(socketio.AsyncRedisManager):  # type: ignore[misc]
         # publish must not fail the emit (a retry of the emit would deliver here twice).
         self.relay.publish(data)
 
-    async def _redis_listen_with_retries(self) -> AsyncIterator[Any]:
-        # python-socketio's _listen() keeps the messages of its channel from here.
-        async for message in self.relay.listen(self.delivery.resubscribed):
-            yield message
+    async def _listen(self) -> AsyncIterator[Any]:
+        # python-socketio's _thread() decodes and dispatches what this yields: the data of
+        # every message the relay receives, on the shared channel and on per-job ones.
+        async for data in self.relay.listen(self.delivery.resubscribed):
+            yield data
 
 
 class EncodedEvent:
@@ -423,6 +424,16 @@ class Engine:
         self._server = server
         self._eio: EngineServer = server.eio
         self._cork = Cork()
+
+    def start(self) -> None:
+        """Start the client manager's background work (the pub/sub listener) now.
+
+        python-socketio starts it at the first Socket.IO connection, so a node serving
+        only SSE or /ws clients would hear no other node.
+        """
+        if not self._server.manager_initialized:
+            self._server.manager_initialized = True
+            self._server.manager.initialize()
 
     @property
     def node(self) -> str:

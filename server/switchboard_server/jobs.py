@@ -130,20 +130,20 @@ class JobService:
         if not is_log_room(room) and jobs >= self.max_subscriptions:
             raise forbidden(f"at most {self.max_subscriptions} subscriptions per connection")
         follower.subscriptions.add(room)
-        if _wide(room):  # jobs nobody here watches by id: ordered from first sight
-            self.order.events.wide += 1
-        else:
-            try:  # before entering the room: its events then reach this client in order
+        try:  # before entering the room: its events then reach this client in order
+            if _wide(room):  # jobs nobody here watches by id: ordered from first sight
+                await self.order.widen()
+            else:
                 await self.order.watch(room)
-            except BaseException:
-                follower.subscriptions.discard(room)
-                raise
+        except BaseException:
+            follower.subscriptions.discard(room)
+            raise
         await follower.enter(room)
 
     async def _part(self, follower: Follower, room: str) -> None:
         follower.subscriptions.discard(room)
         if _wide(room):
-            self.order.events.wide -= 1
+            self.order.narrow()
         else:
             self.order.unwatch(room)
         await follower.exit(room)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from .hub import JOB_NS
 from .metrics import Metrics
 from .ordering import JobOrder
 from .redis_conn import redis_client
+from .storage import StoreUnavailable
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -211,18 +213,38 @@ LocalManager = LocalDelivery
 class RedisRelay:
     """Emits between processes over Redis pub/sub, in python-socketio's message format.
 
-    Publishing goes through an ordered queue on its own connection with timeouts, retried
-    until Redis takes each message (instead of losing it); the subscription reconnects
-    within two seconds and then calls `resubscribed` for a resync of what its clients may
-    have missed.
+    A job's events and log lines go to channels of their own (`{prefix}events:<id>`,
+    `{prefix}logs:<id>`), everything else to `{prefix}socketio`: a node receives a job's
+    traffic only while it follows the job (`follow`, counted; '*' and tag followers
+    follow every job's events through one pattern). Publishing goes through an ordered
+    queue on its own connection with timeouts, retried until Redis takes each message
+    (instead of losing it); the subscription reconnects within two seconds, follows
+    again what it followed, then calls `resubscribed` for a resync of what its clients
+    may have missed.
     """
 
-    def __init__(self, url: str, channel: str) -> None:
+    def __init__(self, url: str, prefix: str, metrics: Metrics | None = None) -> None:
         self.url = url
-        self.channel = channel
+        self.channel = f"{prefix}socketio"
+        self.metrics = metrics or Metrics()
+        self._events = f"{prefix}events:"
+        self._logs = f"{prefix}logs:"
+        self.every_job = _glob_escape(self._events) + "*"  # a pattern: every job's events
         self._publisher: Any = None
         self._outgoing: asyncio.Queue[Any] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
+        # The subscription: one connection, its commands sent in order under the lock.
+        self._pubsub: Any = None
+        self._lock = asyncio.Lock()
+        self._counts: dict[str, int] = {}  # followed channel (or the pattern) -> followers
+        self._ready: set[str] = set()  # confirmed on the current connection
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}  # for a SUBSCRIBE to send
+        # Per channel, the waiters of each SUBSCRIBE sent: Redis confirms them in order.
+        self._sent: dict[str, deque[list[asyncio.Future[None]]]] = {}
+        self._every_live = False  # the pattern is on: skip the per-job copy of an event
+        self._rejoining: set[str] = set()  # to confirm after a reconnect, before the resync
+        self._resync_due = False
+        self._unsubscribing: set[asyncio.Task[None]] = set()
 
     def _client(self, **options: Any) -> Any:
         """A connection of its own (publisher or listener), following Sentinel failovers.
@@ -234,6 +256,23 @@ class RedisRelay:
             self.url, pool_size=2, pool_timeout=5, socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0), **options,
         )  # fmt: skip
+
+    def topic(self, message: Any) -> str:
+        """The channel of a python-socketio message: its job's, or the shared one."""
+        if message.get("method") == "emit" and message.get("namespace") == JOB_NS:
+            body = message["data"][0] if message.get("data") else None
+            if message.get("event") == "job:update" and isinstance(body, dict):
+                return self._events + str(body["id"])
+            if message.get("event") == "job:log" and isinstance(body, dict):
+                return self._logs + str(body["job_id"])
+        return self.channel
+
+    def job_channel(self, kind: str, job_id: str | None) -> str:
+        """The channel of a job's events or logs; the pattern of every job's events for
+        job_id None."""
+        if job_id is None:
+            return self.every_job
+        return (self._logs if kind == "logs" else self._events) + job_id
 
     def publish(self, message: Any) -> None:
         """Queue a message for the other processes: sent in order, retried until it goes."""
@@ -259,7 +298,7 @@ class RedisRelay:
                 self._publisher = self._client(socket_timeout=2)
             async with self._publisher.pipeline(transaction=False) as pipe:
                 for message in batch:
-                    pipe.publish(self.channel, json.dumps(message))
+                    pipe.publish(self.topic(message), json.dumps(message))
                 await pipe.execute()
             return True
         except Exception as exc:
@@ -277,8 +316,103 @@ class RedisRelay:
             if self._sender is not None:
                 self._sender.cancel()
 
-    async def listen(self, resubscribed: Callable[[], None]) -> AsyncIterator[Any]:
-        """The channel's pub/sub messages, for ever.
+    async def follow(self, channel: str, timeout: float = 5.0) -> None:
+        """Receive `channel` (or the every-job pattern) until as many `unfollow`s: returns
+        once Redis confirmed the subscription, so whatever is published from then on
+        arrives here. Raises StoreUnavailable when it cannot be confirmed in time."""
+        self._counts[channel] = self._counts.get(channel, 0) + 1
+        if channel in self._ready:
+            return
+        confirmed = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(channel, []).append(confirmed)
+        async with self._lock:
+            await self._subscribe(channel)
+        try:
+            await asyncio.wait_for(confirmed, timeout)
+        except BaseException as exc:
+            self.unfollow(channel)
+            if isinstance(exc, TimeoutError):
+                raise StoreUnavailable("redis pub/sub did not confirm a subscription") from None
+            raise
+
+    def unfollow(self, channel: str) -> None:
+        left = self._counts.get(channel, 0) - 1
+        if left > 0:
+            self._counts[channel] = left
+            return
+        self._counts.pop(channel, None)
+        task = asyncio.create_task(self._unsubscribe(channel))
+        self._unsubscribing.add(task)
+        task.add_done_callback(self._unsubscribing.discard)
+
+    async def _subscribe(self, channel: str) -> None:
+        """Send one SUBSCRIBE for the channel's waiters (under the lock). Without a
+        connection, nothing: the listener subscribes to every followed channel when it
+        connects."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            return
+        self._sent.setdefault(channel, deque()).append(self._waiters.pop(channel, []))
+        try:
+            if channel == self.every_job:
+                await pubsub.psubscribe(channel)
+            else:
+                await pubsub.subscribe(channel)
+        except Exception as exc:  # the listener notices too, reconnects and subscribes
+            log.warning("cannot subscribe to %s (%s)", channel, exc)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        async with self._lock:
+            pubsub = self._pubsub
+            if channel in self._counts or pubsub is None:
+                return  # followed again meanwhile, or nothing to leave
+            self._ready.discard(channel)
+            with contextlib.suppress(Exception):
+                if channel == self.every_job:
+                    await pubsub.punsubscribe(channel)
+                else:
+                    await pubsub.unsubscribe(channel)
+
+    async def _connected(self, pubsub: Any) -> None:
+        """A new subscription connection: subscribe again to everything followed."""
+        async with self._lock:
+            self._ready.clear()
+            self._every_live = False
+            for channel, groups in self._sent.items():  # their SUBSCRIBEs died with it
+                for group in groups:
+                    self._waiters.setdefault(channel, []).extend(group)
+            self._sent.clear()
+            for channel in list(self._waiters):
+                if channel not in self._counts:
+                    del self._waiters[channel]
+            self._pubsub = pubsub
+            channels = [channel for channel in self._counts if channel != self.every_job]
+            for channel in channels:
+                self._sent[channel] = deque([self._waiters.pop(channel, [])])
+            self._rejoining = set(self._counts)
+            if channels:
+                await pubsub.subscribe(*channels)
+            if self.every_job in self._counts:
+                self._sent[self.every_job] = deque([self._waiters.pop(self.every_job, [])])
+                await pubsub.psubscribe(self.every_job)
+
+    def _confirmed(self, channel: str) -> None:
+        """Redis confirmed a SUBSCRIBE (they are confirmed in the order sent)."""
+        sent = self._sent.get(channel)
+        group = sent.popleft() if sent else []
+        if sent is not None and not sent:
+            del self._sent[channel]
+            if channel in self._counts:  # no other SUBSCRIBE (or UNSUBSCRIBE) in flight
+                self._ready.add(channel)
+        if channel == self.every_job:
+            self._every_live = True
+        for waiter in group:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._rejoining.discard(channel)
+
+    async def listen(self, resubscribed: Callable[[], None]) -> AsyncIterator[bytes]:
+        """The data of every message this node receives, for ever.
 
         A fresh, confirmed subscription for every attempt (a reused PubSub can stay deaf
         after a Redis restart), a ping when idle to notice a dead socket, backoff <= 2 s.
@@ -286,6 +420,10 @@ class RedisRelay:
         delay, first = 0.25, True
         redis: Any = None
         pubsub: Any = None
+        channel = self.channel.encode()
+        events, logs = self._events.encode(), self._logs.encode()
+        count = self.metrics.pubsub_messages.labels
+        control, job_events, job_logs = count("control"), count("events"), count("logs")
         while True:
             try:
                 redis = self._client()
@@ -296,20 +434,46 @@ class RedisRelay:
                 confirmed = await pubsub.get_message(timeout=2.0)
                 if confirmed is None or confirmed["type"] != "subscribe":
                     raise ConnectionError(f"subscribe not confirmed: {confirmed!r}")
+                await self._connected(pubsub)
                 log.info("redis pub/sub subscribed to %s", self.channel)
-                if not first:
-                    resubscribed()
+                self._resync_due = not first
                 first, delay = False, 0.25
                 while True:
+                    if self._resync_due and not self._rejoining:
+                        self._resync_due = False  # every channel is back: read the gaps
+                        resubscribed()
                     message = await pubsub.get_message(timeout=IDLE_PING)
-                    if message is not None:
-                        yield message
-                    else:
+                    if message is None:
                         await pubsub.ping()
+                        continue
+                    kind, name = message["type"], message["channel"]
+                    if kind == "message":
+                        if name == channel:
+                            control.inc()
+                        elif name.startswith(logs):
+                            job_logs.inc()
+                        elif self._every_live and name.startswith(events):
+                            continue  # the pattern brings it too
+                        else:
+                            job_events.inc()
+                        yield message["data"]
+                    elif kind == "pmessage":
+                        job_events.inc()
+                        yield message["data"]
+                    elif kind in ("subscribe", "psubscribe"):
+                        self._confirmed(name.decode())
+                    elif kind == "punsubscribe":
+                        self._every_live = False
             except Exception as exc:
                 log.warning("redis pub/sub lost (%s); retrying in %.2fs", exc, delay)
+                self._pubsub = None
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     await redis.aclose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+
+
+def _glob_escape(text: str) -> str:
+    """`text` matched literally in a Redis PSUBSCRIBE pattern."""
+    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

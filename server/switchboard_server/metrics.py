@@ -50,6 +50,14 @@ class Metrics:
             " pub/sub reconnect): the gap was read from the store before delivering.",
             registry=self.registry,
         )
+        self.pubsub_messages = Counter(
+            "switchboard_pubsub_messages",
+            "Messages this node received from Redis pub/sub, by channel kind: control (the"
+            " shared channel), events and logs (one channel per job, received only while"
+            " this node has a subscriber for the job, or for '*' or a tag).",
+            ["kind"],
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "switchboard_rejected",
             "Requests and socket events refused, by error code.",

@@ -27,7 +27,7 @@ from .models import Job, LogBatch
 from .storage import Store, StoreUnavailable
 
 if TYPE_CHECKING:
-    from .manager import LocalManager
+    from .manager import LocalManager, RedisRelay
 
 log = logging.getLogger("switchboard.ordering")
 
@@ -49,6 +49,7 @@ class Order(Generic[T]):
         span: Callable[[T], tuple[str, int, int]],  # item -> (job id, first number, last)
         trim: Callable[[T, int], T],  # the part of an item numbered from the given number on
         on_fill: Callable[[], None],
+        feed: Feed | None = None,  # with several processes: receive a job's items (or all)
     ) -> None:
         self._current = current
         self._fetch = fetch
@@ -56,24 +57,42 @@ class Order(Generic[T]):
         self._span = span
         self._trim = trim
         self._on_fill = on_fill
+        self._feed = feed or Feed()
         self._next: dict[str, int] = {}  # watched job -> next number to deliver
         self._watchers: dict[str, int] = {}
         # Followers of '*' or of a tag on this process see jobs nobody watches by id: while
         # there are any, such a job is ordered from the first item seen (adopted; bounded).
-        self.wide = 0
+        self._wide = 0
         self._adopted: OrderedDict[str, None] = OrderedDict()
         self._held: dict[str, dict[int, T]] = {}  # arrived ahead of a gap, by first number
         self._filling: dict[str, asyncio.Task[None]] = {}
 
     async def watch(self, job_id: str) -> None:
-        """Order this job's items from now on; call before its subscriber joins the room."""
+        """Order this job's items from now on; call before its subscriber joins the room.
+        Raises StoreUnavailable, with nothing changed."""
+        # Receive its items first, then read where they stand: none falls in between.
+        await self._feed.follow(job_id)
         if job_id not in self._next:
-            last = await self._current(job_id)  # may raise StoreUnavailable: nothing changed
+            try:
+                last = await self._current(job_id)
+            except BaseException:
+                self._feed.unfollow(job_id)
+                raise
             # An item may have arrived meanwhile (untracked, so delivered as it came).
             self._next.setdefault(job_id, last + 1)
         self._watchers[job_id] = self._watchers.get(job_id, 0) + 1
 
+    async def widen(self) -> None:
+        """A follower of '*' or of a tag: every job's items from now on."""
+        await self._feed.follow(None)
+        self._wide += 1
+
+    def narrow(self) -> None:
+        self._wide -= 1
+        self._feed.unfollow(None)
+
     def unwatch(self, job_id: str) -> None:
+        self._feed.unfollow(job_id)
         left = self._watchers.get(job_id, 0) - 1
         if left > 0:
             self._watchers[job_id] = left
@@ -105,7 +124,7 @@ class Order(Generic[T]):
         job_id, first, last = self._span(item)
         expected = self._next.get(job_id)
         if expected is None:  # nobody here watches this job by id
-            if not self.wide:
+            if not self._wide:
                 await self._deliver(item)
                 return
             self._adopt(job_id, first)
@@ -188,6 +207,31 @@ class Order(Generic[T]):
             self.fill(job_id)
 
 
+class Feed:
+    """Where a process receives the items of the jobs it follows: all of them come to
+    one process anyway. With several, manager.RedisRelay's per-job channels."""
+
+    async def follow(self, job_id: str | None) -> None:
+        """Receive this job's items (None: every job's) from the moment this returns."""
+
+    def unfollow(self, job_id: str | None) -> None:
+        """As many unfollows as follows: then no longer."""
+
+
+class RelayFeed(Feed):
+    """One kind of item (events, logs) through a relay's per-job channels."""
+
+    def __init__(self, relay: RedisRelay, kind: str) -> None:
+        self.relay = relay
+        self.kind = kind
+
+    async def follow(self, job_id: str | None) -> None:
+        await self.relay.follow(self.relay.job_channel(self.kind, job_id))
+
+    def unfollow(self, job_id: str | None) -> None:
+        self.relay.unfollow(self.relay.job_channel(self.kind, job_id))
+
+
 class JobOrder:
     """The orders of one process: job events by seq (`job:update` to the job's room) and
     log lines by offset (`job:log` to its log room)."""
@@ -211,6 +255,13 @@ class JobOrder:
     def unwatch(self, room: str) -> None:
         order, job_id = self._order(room)
         order.unwatch(job_id)
+
+    async def widen(self) -> None:
+        """A follower of '*' or a tag joins (events only: log lines are per job)."""
+        await self.events.widen()
+
+    def narrow(self) -> None:
+        self.events.narrow()
 
     async def offer(self, event: str, body: Any) -> None:
         await (self.logs if event == "job:log" else self.events).offer(body)
@@ -256,7 +307,12 @@ def job_order(store: Store, manager: LocalManager, history: int, metrics: Metric
         await manager.deliver("job:log", batch, JOB_NS, log_room(batch["job_id"]))
 
     fills = metrics.order_fills.inc
+    relay = manager.relay
+    events, logs = (Feed(), Feed()) if relay is None else (
+        RelayFeed(relay, "events"), RelayFeed(relay, "logs"),
+    )  # fmt: skip
     return JobOrder(
-        Order(current, fetch, deliver, event_span, event_from, fills),
-        Order(store.log_head, store.log_batches, deliver_batch, batch_span, batch_from, fills),
-    )
+        Order(current, fetch, deliver, event_span, event_from, fills, events),
+        Order(store.log_head, store.log_batches, deliver_batch, batch_span, batch_from, fills,
+              logs),
+    )  # fmt: skip
