@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.manager")
 IDLE_PING = 2.0  # seconds without a message before the pub/sub connection is pinged
 PUBLISH_BATCH = 256  # messages sent in one round trip
+FOLLOW_TIMEOUT = 5.0  # seconds for Redis to confirm a subscription
 
 Message = tuple[str, Any]  # (event, body)
 ORDERED = {(JOB_NS, "job:update"), (JOB_NS, "job:log")}
@@ -316,7 +317,7 @@ class RedisRelay:
             if self._sender is not None:
                 self._sender.cancel()
 
-    async def follow(self, channel: str, timeout: float = 5.0) -> None:
+    async def follow(self, channel: str) -> None:
         """Receive `channel` (or the every-job pattern) until as many `unfollow`s: returns
         once Redis confirmed the subscription, so whatever is published from then on
         arrives here. Raises StoreUnavailable when it cannot be confirmed in time."""
@@ -325,10 +326,11 @@ class RedisRelay:
             return
         confirmed = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(channel, []).append(confirmed)
-        async with self._lock:
-            await self._subscribe(channel)
         try:
-            await asyncio.wait_for(confirmed, timeout)
+            async with asyncio.timeout(FOLLOW_TIMEOUT):
+                async with self._lock:
+                    await self._subscribe(channel)
+                await confirmed
         except BaseException as exc:
             self.unfollow(channel)
             if isinstance(exc, TimeoutError):
