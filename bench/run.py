@@ -87,7 +87,8 @@ SECTIONS = ("fanout", "rate", "flood", "memory", "idle", "durable", "hotjob", "s
 WIDTH_FAULTS = ("deliveries missing / clients dropped / out of seq order / foreign events / "
                 "refused / subscriptions lost (all runs)")  # fmt: skip
 WIDTH_SETTLE = 0.25  # seconds after a phase for the last pub/sub events to be handled
-WIDTH_CHANNEL = "switchboard:socketio"  # the nodes' pub/sub channel (default --redis-prefix)
+WIDTH_CHANNEL = "switchboard:socketio"  # the nodes' shared pub/sub channel (default prefix)
+WIDTH_EVENTS = "switchboard:events:*"  # every job's channel of events
 WIDTH_LISTENER = "bench-listener"  # the client name of the bench's own subscriber
 LOG_TARGET = 20_000  # lines/s on one node with SQLite, the goal of live log lines
 
@@ -646,32 +647,33 @@ def redis_stat(url: str, name: str) -> int:
 
 
 @contextlib.contextmanager
-def listening(url: str, channel: str) -> Iterator[Any]:
-    """A plain subscriber of `channel`; yields next_message() -> the next payload."""
+def listening(url: str, pattern: str) -> Iterator[Any]:
+    """A plain subscriber of the channels matching `pattern`; yields next_message() ->
+    (channel, payload) of the next message."""
 
-    def next_message() -> str:
+    def next_message() -> tuple[str, str]:
         while True:
             try:
-                kind, _, payload = resp_read(reply)
+                kind, _, channel, payload = resp_read(reply)
             except TimeoutError:
-                raise SystemExit(f"no message on {channel} in 10 s: do the nodes publish "
-                                 f"there (WIDTH_CHANNEL)?") from None  # fmt: skip
-            if kind == "message":
-                return str(payload)
+                raise SystemExit(f"no message on {pattern} in 10 s: do the nodes publish "
+                                 f"there (WIDTH_EVENTS)?") from None  # fmt: skip
+            if kind == "pmessage":
+                return str(channel), str(payload)
 
     with redis_socket(url) as sock, sock.makefile("rb") as reply:
         sock.sendall(resp_command("CLIENT", "SETNAME", WIDTH_LISTENER))
         resp_read(reply)  # OK
-        sock.sendall(resp_command("SUBSCRIBE", channel))
+        sock.sendall(resp_command("PSUBSCRIBE", pattern))
         resp_read(reply)  # subscribed
         yield next_message
 
 
-def replay(url: str, payload: str, rate: float, seconds: float) -> dict[str, Any]:
-    """PUBLISH `payload` to the nodes' channel `rate` times a second for `seconds`, each
-    as soon as it is due (one at a time at low rates, as real updates come)."""
+def replay(url: str, channel: str, payload: str, rate: float, seconds: float) -> dict[str, Any]:
+    """PUBLISH `payload` to `channel` `rate` times a second for `seconds`, each as soon as
+    it is due (one at a time at low rates, as real updates come)."""
     total, sent = round(rate * seconds), 0
-    command = resp_command("PUBLISH", WIDTH_CHANNEL, payload)
+    command = resp_command("PUBLISH", channel, payload)
     with redis_socket(url) as sock, sock.makefile("rb") as reply:
         started = time.monotonic()
         while sent < total:
@@ -724,7 +726,9 @@ def width_load(servers: list[Server], redis: Server, per_node: int, jobs: int) -
             time.sleep(idle)
             found: dict[str, Any] = {}
         elif "replay" in phase:
-            found = replay(redis.url, phase["replay"], phase["rate"], phase["seconds"])
+            found = replay(
+                redis.url, phase["channel"], phase["replay"], phase["rate"], phase["seconds"]
+            )
         else:
             stdin.write(json.dumps(phase) + "\n")
             stdin.flush()
@@ -769,12 +773,13 @@ def width(nodes: list[int], per_node: int, jobs: int, rate: float, seconds: floa
           replay_nodes: int, replay_rates: list[float], replay_seconds: float,
           repeat: int) -> str:  # fmt: skip
     """N nodes on one Redis, each with its own watchers of its own jobs: what each node
-    pays for the pub/sub traffic of jobs it has no watcher for (every node receives every
-    event on one channel). Per cluster: updates to the watched jobs POSTed through every
-    node in turn; the same rate to jobs nobody watches, POSTed through node 1 only, so the
-    other nodes do nothing but receive unwatched events; and, on one cluster size, a real
-    message of the channel replayed straight into Redis at higher rates (more than one
-    node can take POSTs for on this machine), which every node receives unwatched."""
+    pays for the pub/sub traffic of jobs it has no watcher for (a node subscribes only to
+    the channels of jobs its clients follow, so it should be nothing). Per cluster:
+    updates to the watched jobs POSTed through every node in turn; the same rate to jobs
+    nobody watches, POSTed through node 1 only, so the other nodes do nothing but receive
+    unwatched events; and, on one cluster size, a real
+    message of a job's channel replayed straight into Redis at higher rates (more than one
+    node can take POSTs for on this machine), for a job no node watches."""
     if shutil.which("redis-server") is None:
         return table("Width", ["nodes"], [["redis-server not installed"]])
     runs: dict[tuple[int, str], list[dict[str, Any]]] = {}
@@ -788,9 +793,10 @@ def width(nodes: list[int], per_node: int, jobs: int, rate: float, seconds: floa
                 every = list(range(count))
                 # Warm every path (scripts loaded, pub/sub and POST code run), unmeasured,
                 # and keep one message of the channel as the nodes publish it, to replay.
-                with listening(redis.url, WIDTH_CHANNEL) as next_message:
+                with listening(redis.url, WIDTH_EVENTS) as next_message:
                     measure({"watched": False, "rate": rate, "seconds": 1, "via": every})
-                    message = json.loads(next_message())
+                    channel, published = next_message()
+                    message = json.loads(published)
                 message["host_id"] = "bench-replay"  # no node's own: every node handles it
                 base = measure(None, idle)
                 cases = [("watched", {"watched": True, "rate": rate, "seconds": seconds,
@@ -799,6 +805,7 @@ def width(nodes: list[int], per_node: int, jobs: int, rate: float, seconds: floa
                                         "via": [0]})]  # fmt: skip
                 if count == replay_nodes:
                     cases += [(f"replay {x:g}", {"replay": json.dumps(message), "rate": x,
+                                                 "channel": channel,
                                                  "seconds": replay_seconds})
                               for x in replay_rates]  # fmt: skip
                 for case, phase in cases if r % 2 == 0 else cases[::-1]:  # first in turn
@@ -925,9 +932,10 @@ def width(nodes: list[int], per_node: int, jobs: int, rate: float, seconds: floa
                 "CPU of one core, mean node", "s Redis held events back after the last",
                 "Redis CPU s per 1,000 events", "Redis output bytes per event",
                 WIDTH_FAULTS]  # fmt: skip
-        title = (f"Width, unwatched at higher rates: one message of the channel as a node "
-                 f"published it (a job nobody watches; its host id changed so that every "
-                 f"node handles it) PUBLISHed straight into Redis, each as soon as due, for "
+        title = (f"Width, unwatched at higher rates: one message of a job's channel as a "
+                 f"node published it (a job nobody watches; its host id changed so that a "
+                 f"node receiving it would handle it) PUBLISHed straight into Redis, each "
+                 f"as soon as due, for "
                  f"{replay_seconds:g} s, {replay_nodes} nodes (idle CPU taken out), median "
                  f"of {repeat}")  # fmt: skip
         report += "\n" + table(title, head, rows)
@@ -949,14 +957,13 @@ def width(nodes: list[int], per_node: int, jobs: int, rate: float, seconds: floa
 
         limit = next((10 * 1.01**k for k in range(1200) if share(10 * 1.01**k) >= 0.1), 0.0)
         measured = ", ".join(f"{us:.0f} µs at {x:g}/s" for x, us in curve)
-        report += (f"\nAn unwatched event costs each node {measured} (more events per wakeup "
-                   f"as the rate grows); every node receives every "
-                   f"event, so this is paid on each node whatever the node count. With "
-                   f"{widest} nodes, each watching 1/{widest} of the jobs, unwatched events "
-                   f"take {100 * share(1_000):.0f}% of one core per node at 1,000 events/s "
-                   f"cluster-wide and {100 * share(10_000):.0f}% at 10,000 (at "
-                   f"{curve[-1][1]:.0f} µs, the cost at the highest rate measured); 10% of a "
-                   f"core from about {limit:,.0f} events/s.\n")  # fmt: skip
+        report += (f"\nAn event of a job no client of a node follows costs that node "
+                   f"{measured} (idle CPU taken out; a few µs is noise). With {widest} "
+                   f"nodes, each watching 1/{widest} of the jobs, that is "
+                   f"{100 * share(1_000):.1f}% of one core per node at 1,000 events/s "
+                   f"cluster-wide and {100 * share(10_000):.1f}% at 10,000"
+                   + (f"; 10% of a core from about {limit:,.0f} events/s.\n" if limit
+                      else ".\n"))  # fmt: skip
     return report
 
 
