@@ -14,6 +14,8 @@ import pytest
 import socketio
 from playwright.async_api import Browser
 from switchboard_client import AsyncAdmin, SwitchboardClient
+from switchboard_server.http_api import HUB
+from switchboard_server.storage.memory import MemoryStore
 
 from .conftest import (
     ADMIN,
@@ -125,6 +127,51 @@ async def test_a_client_follows_every_job_with_its_tag(
     assert seqs_by_job(events) == {"old": [2, 3, 4], "new": [1, 2], "theirs": [5]}
 
 
+async def test_the_update_that_takes_a_tag_away_is_its_followers_last(
+    start_server: StartServer, store_url: str, connect: Connect
+) -> None:
+    """A follower of user:42 gets the event that takes the tag away (it names it in
+    `tags_removed`), then nothing more of that job; catch-up carries the same event."""
+    server = await start_server(
+        store=store_url, client_secret=SECRET, redis_prefix=f"tags-{time.monotonic_ns()}:"
+    )
+    async with httpx.AsyncClient(base_url=server.url, headers=ADMIN_HEADERS) as http:
+        api = Api(http)
+        await api.update("j", tags=["user:42", "batch:1"])
+        await api.update("k", tags=["user:42"])
+        await api.update("marker", tags=["user:42"])
+        client = await following(connect, server.url, token(tags=["user:42"]))
+        assert (await client.call("/job", "subscribe", {"tag": "user:42"}))["ok"]
+
+        await api.update("j", progress=10)
+        answer = await api.update("j", tags=["batch:1"])  # replaced: user:42 is gone
+        assert answer["tags"] == ["batch:1"] and answer["tags_removed"] == ["user:42"]
+        await api.update("k", tags=[])
+        await api.update("j", progress=20)  # no longer user:42's: not for this client
+        await api.post("/api/jobs/j/cancel")
+        await api.update("marker", progress=1)  # the marker: last of all
+        events = await client.wait_for("job:update", 4)
+        assert [(e["id"], e["seq"], e["tags"], e.get("tags_removed")) for e in events] == [
+            ("j", 2, ["user:42", "batch:1"], None),
+            ("j", 3, ["batch:1"], ["user:42"]),
+            ("k", 2, [], ["user:42"]),
+            ("marker", 2, ["user:42"], None),
+        ]
+        removals = {event["id"]: event for event in events if "tags_removed" in event}
+
+        watcher = await following(connect, server.url, token(jobs=["j"]))
+        ack = await watcher.call("/job", "subscribe", {"job_id": "j", "since": 0})
+        assert [event["seq"] for event in ack["missed"]] == [1, 2, 3, 4, 5]
+        assert ack["missed"][2] == removals["j"]  # as it came live
+        assert [event.get("tags_removed") for event in ack["missed"]] == [
+            None, None, ["user:42"], None, None,
+        ]  # fmt: skip
+        _, kept = await api.get("/api/jobs/k/events", params={"since": 1})
+        assert kept["events"] == [removals["k"]]
+        _, state = await api.get("/api/jobs/k")
+        assert "tags_removed" not in state and state["seq"] == 2
+
+
 async def test_tag_grants(secured: Server, secured_admin: Api, connect: Connect) -> None:
     client = await following(connect, secured.url, token(tags=["user:42"], jobs=["x"]))
     refused = await client.call("/job", "subscribe", {"tag": "user:43"})
@@ -171,6 +218,59 @@ async def test_a_parent_hears_its_children(
     assert again["children"]["total"] == 3
 
 
+class Reads(dict[str, Any]):
+    """A memory store's jobs, noting the ids of those read."""
+
+    def __init__(self, jobs: dict[str, Any]) -> None:
+        super().__init__(jobs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, job_id: str) -> Any:
+        self.read.add(job_id)
+        return super().__getitem__(job_id)
+
+    def get(self, job_id: str, default: Any = None) -> Any:
+        self.read.add(job_id)
+        return super().get(job_id, default)
+
+    def __iter__(self) -> Any:
+        self.read.update(super().keys())
+        return super().__iter__()
+
+    def values(self) -> Any:
+        self.read.update(super().keys())
+        return super().values()
+
+    def items(self) -> Any:
+        self.read.update(super().keys())
+        return super().items()
+
+
+async def test_a_subscribe_reads_the_job_and_its_children_only(server: Server, api: Api) -> None:
+    """The ack's `children` comes from the parent's index, not from a look at every job."""
+    await asyncio.gather(*(api.update(f"other-{n}", tags=["user:1"]) for n in range(50)))
+    await api.update("batch", status="running")
+    for n in range(3):
+        await api.update(f"child-{n}", parent="batch")
+    await api.update("child-2", parent="other-0")  # moved to another batch
+    await api.delete("/api/jobs/child-1")
+    store = server.app[HUB].store
+    assert isinstance(store, MemoryStore)
+    jobs = store._jobs = Reads(store._jobs)
+    sio = socketio.AsyncClient(reconnection=False)
+    await sio.connect(server.url, namespaces=["/job"], auth={"token": ADMIN}, wait_timeout=10)
+    try:
+        ack = await sio.call("subscribe", {"job_id": "other-1"}, namespace="/job")
+        assert ack["ok"] and "children" not in ack  # not a parent
+        assert jobs.read == {"other-1"}
+        jobs.read.clear()
+        ack = await sio.call("subscribe", {"job_id": "batch"}, namespace="/job")
+        assert ack["children"]["total"] == 1
+        assert jobs.read == {"batch", "child-0"}
+    finally:
+        await sio.disconnect()
+
+
 async def test_tag_followers_on_every_node_get_each_job_in_order(
     spawn_server: Callable[..., ServerProcess], start_redis: Callable[[], RedisProcess],
     transport: str,
@@ -208,6 +308,31 @@ async def test_tag_followers_on_every_node_get_each_job_in_order(
             await sio.disconnect()
 
 
+async def test_a_follower_on_another_node_gets_the_update_that_takes_its_tag_away(
+    spawn_server: Callable[..., ServerProcess], start_redis: Callable[[], RedisProcess],
+    connect: Connect,
+) -> None:  # fmt: skip
+    """Each node finds the rooms in the event itself: committed on one node, the event that
+    takes a tag away reaches that tag's follower on the other."""
+    redis = start_redis()
+    nodes = [spawn_server("--store", redis.url) for _ in range(2)]
+    client = await following(connect, nodes[1].url, ADMIN)
+    assert (await client.call("/job", "subscribe", {"tag": "hot"}))["ok"]
+    admin = AsyncAdmin(nodes[0].url, ADMIN)
+    try:
+        await admin.create_job("a", tags=["hot", "cold"])
+        await admin.create_job("b", tags=["hot"])
+        await admin.update_job("a", tags=["cold"])
+        await admin.update_job("a", progress=1)  # not for this follower
+        await admin.update_job("b", progress=1)  # the marker
+        events = await client.wait_for("job:update", 4)
+        assert [(e["id"], e["seq"], e.get("tags_removed")) for e in events] == [
+            ("a", 1, None), ("b", 1, None), ("a", 2, ["hot"]), ("b", 2, None),
+        ]  # fmt: skip
+    finally:
+        await admin.close()
+
+
 async def test_the_dashboard_filters_by_tag_and_nests_a_batch(
     secured: Server, secured_admin: Api, browser: Browser
 ) -> None:
@@ -228,6 +353,12 @@ async def test_the_dashboard_filters_by_tag_and_nests_a_batch(
     assert await page.locator("text=someone-else").count() == 0
     await secured_admin.update("part-c", parent="batch-7", status="queued", tags=["user:42"])
     await batch.locator(".children > li.job").nth(2).wait_for()  # live
+    await secured_admin.update("part-b", tags=["user:43"])  # no longer user:42's: it goes
+    await page.locator(".job-id", has_text="part-b").wait_for(state="detached")
+    await secured_admin.update("batch-7", tags=[])  # its parts stay, in the list itself
+    await page.locator(".job-id", has_text="batch-7").wait_for(state="detached")
+    shown = page.locator("#jobs > li.job .job-id")
+    assert sorted(await shown.all_text_contents()) == ["part-a", "part-c"]
     await page.locator("#clear-filter").click()  # this token cannot see every job
     refused = "() => document.querySelector('#job-count').textContent.includes('every job')"
     await page.wait_for_function(refused)

@@ -79,8 +79,10 @@ def is_tag_room(room: str) -> bool:
 
 
 def event_rooms(job: Job) -> list[str]:
-    """Every room a job's event goes to: its own, '*' and its tags'."""
-    return [job_room(job["id"]), ALL_JOBS_ROOM, *(tag_room(tag) for tag in tags_of(job))]
+    """Every room a job's event goes to: its own, '*', its tags' and those of the tags it
+    took away (their followers learn that the job left them)."""
+    tags = [*tags_of(job), *job.get("tags_removed", [])]
+    return [job_room(job["id"]), ALL_JOBS_ROOM, *(tag_room(tag) for tag in tags)]
 
 
 def chat_room(room: str) -> str:

@@ -46,8 +46,14 @@ class CancelRequest(TypedDict):
     at: str
 
 
+TAGS_REMOVED = (
+    "only on an event whose update took tags away, never in the job's current state: those"
+    " tags, whose followers get this event too (and then no more of the job's)"
+)
+
+
 class Job(TypedDict):
-    """A job's full state; every event is one of these, with its `seq`."""
+    """A job's full state; every event is one of these, with its `seq` (and `tags_removed`)."""
 
     id: str
     status: str
@@ -61,6 +67,7 @@ class Job(TypedDict):
     cancel_requested: NotRequired[CancelRequest | None]
     tags: NotRequired[list[str]]  # e.g. user:42, batch:7; subscribe {tag} follows them
     parent: NotRequired[str | None]  # the job this one is a child of
+    tags_removed: NotRequired[Annotated[list[str], Field(description=TAGS_REMOVED)]]
 
 
 class LogEntry(TypedDict):
@@ -215,7 +222,8 @@ def apply_change(job_id: str, current: Job | None, change: JobChange, *, create:
         "created_at": now,
         "updated_at": now,
     }
-    return {
+    tags = change.tags if change.tags is not None else tags_of(base)
+    job: Job = {
         "id": job_id,
         "status": change.status if change.status is not None else base["status"],
         "progress": change.progress if "progress" in given else base["progress"],
@@ -225,13 +233,25 @@ def apply_change(job_id: str, current: Job | None, change: JobChange, *, create:
         "created_at": base["created_at"],
         "updated_at": now,
         "cancel_requested": base.get("cancel_requested"),
-        "tags": change.tags if change.tags is not None else base.get("tags", []),
+        "tags": tags,
         "parent": change.parent if "parent" in given else base.get("parent"),
     }
+    if removed := [tag for tag in tags_of(base) if tag not in tags]:
+        job["tags_removed"] = removed
+    return job
 
 
 def tags_of(job: Job) -> list[str]:
     return job.get("tags") or []
+
+
+def state_of(event: Job) -> Job:
+    """The job's current state after an event: the event without what only events carry."""
+    if "tags_removed" not in event:
+        return event
+    state = event.copy()
+    del state["tags_removed"]
+    return state
 
 
 def request_cancel(job_id: str, current: Job | None, *, by: str) -> Job:
@@ -241,7 +261,7 @@ def request_cancel(job_id: str, current: Job | None, *, by: str) -> Job:
     if current["status"] in TERMINAL:
         raise ApiError(409, "job_finished", f"job {job_id!r} is {current['status']}")
     return {
-        **current,
+        **state_of(current),
         "seq": current["seq"] + 1,
         "updated_at": now_iso(),
         "cancel_requested": {"by": by, "at": now_iso()},

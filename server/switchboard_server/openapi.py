@@ -83,6 +83,7 @@ def build_openapi() -> dict[str, Any]:
         },
     }
     job = _json(_ref("Job"), "the job's full state")
+    event = _json(_ref("Job"), "the job's new state as its event (tags_removed: tags it took away)")
     idempotency = {
         "name": "Idempotency-Key",
         "in": "header",
@@ -207,7 +208,7 @@ def build_openapi() -> dict[str, Any]:
                     "summary": "Apply an update (creates the job if unknown)",
                     "parameters": [JOB_ID, idempotency],
                     "requestBody": _body(JobUpdate),
-                    "responses": {"200": job, "201": job, **_errors("409")},
+                    "responses": {"200": event, "201": event, **_errors("409")},
                 },
             },
             "/api/jobs/{job_id}/logs": {

@@ -88,6 +88,19 @@ function upsert(job) {
   }
   entry.job = job;
   render(entry);
+  relist();
+}
+
+// A job that left the tag shown (an update took the tag away).
+function drop(job) {
+  const entry = jobs.get(job.id);
+  if (!entry) return;
+  jobs.delete(job.id);
+  entry.element.remove();
+  relist();
+}
+
+function relist() {
   arrange();
   $("no-jobs").hidden = jobs.size > 0;
   $("job-count").textContent = `(${jobs.size})`;
@@ -130,7 +143,9 @@ function filterBy(tag) {
   else url.searchParams.delete("tag");
   history.replaceState(null, "", url);
   const refused = (error) => { $("job-count").textContent = `(${error.message})`; };
-  stopJobs = tag ? watchTag(tag, upsert, { onError: refused }) : watchAllJobs(upsert, { onError: refused });
+  stopJobs = tag
+    ? watchTag(tag, upsert, { onError: refused, onLeave: drop })
+    : watchAllJobs(upsert, { onError: refused });
 }
 
 $("tag-form").addEventListener("submit", (event) => {

@@ -34,7 +34,10 @@ export interface ChildrenSummary {
 }
 
 /** One event of a job: its state right after that update. */
-export type JobEvent = Job;
+export interface JobEvent extends Job {
+  /** Only when the update took tags away: those tags (their followers get this event too). */
+  tags_removed?: string[];
+}
 
 /** The statuses after which a job never changes again. */
 export declare const TERMINAL: ReadonlySet<JobStatus>;
@@ -158,12 +161,16 @@ export declare function watchAllJobs(
 
 /**
  * Every job with a tag (e.g. "user:42", granted by the token's `tags`): the newest at each
- * (re)connect, then every newer state of each, in seq order. Returns a function that stops.
+ * (re)connect, then every newer state of each, in seq order. When an update takes the tag
+ * away, `onLeave` gets that event (without the tag) once. Returns a function that stops.
  */
 export declare function watchTag(
   tag: string,
   onJob: (job: Job) => void,
-  options?: { onError?: (error: SwitchboardError) => void },
+  options?: {
+    onError?: (error: SwitchboardError) => void;
+    onLeave?: (job: JobEvent) => void;
+  },
 ): () => void;
 
 /** A parent's children summary as its children change (watch the parent with watchJob). */

@@ -209,20 +209,25 @@ export function watchAllJobs(onJob, { onError } = {}) {
 
 /**
  * Every job with a tag (e.g. "user:42"): the newest of them at each (re)connect, then every
- * newer state of each, in seq order, as long as it has the tag. Returns a function that stops.
+ * newer state of each, in seq order, as long as it has the tag. When an update takes the tag
+ * away, onLeave(job) gets that state (without the tag) once. Returns a function that stops.
  */
-export function watchTag(tag, onJob, { onError } = {}) {
-  return followMany({ tag }, (job) => (job.tags ?? []).includes(tag), onJob, onError);
+export function watchTag(tag, onJob, { onError, onLeave } = {}) {
+  return followMany({ tag }, (job) => (job.tags ?? []).includes(tag), onJob, onError, onLeave);
 }
 
-// A subscription to many jobs ('*' or a tag): each job's states once, newest last.
-function followMany(target, wanted, onJob, onError) {
+// A subscription to many jobs ('*' or a tag): each job's states once, newest last; a job
+// taken on whose newer state is not `wanted` is dropped, with onLeave(that state).
+function followMany(target, wanted, onJob, onError, onLeave) {
   const jobs = socket("/job");
   const seen = new Map(); // id -> [created_at, seq]
   const offer = (job) => {
-    if (!wanted(job)) return;
     const [created, seq] = seen.get(job.id) ?? [null, 0];
     if (created === job.created_at && job.seq <= seq) return;
+    if (!wanted(job)) {
+      if (seen.delete(job.id)) onLeave?.(job);
+      return;
+    }
     seen.set(job.id, [job.created_at, job.seq]);
     onJob(job);
   };

@@ -18,6 +18,7 @@ from ..models import (
     LogEntry,
     LogLine,
     Revocation,
+    state_of,
     text_size,
 )
 from .base import (
@@ -74,6 +75,7 @@ class MemoryStore(Store):
         # room -> when it became empty; None while someone is in it
         self._rooms: dict[str, float | None] = {}
         self._jobs: dict[str, Job] = {}
+        self._listed: dict[str, set[str]] = {}  # index key (tag:…, parent:…) -> its job ids
         self._events: dict[str, deque[Job]] = {}
         self._announcements: deque[Announcement] = deque(maxlen=KEEP_ANNOUNCEMENTS)
         self._messages: dict[str, deque[ChatMessage]] = {}
@@ -88,10 +90,12 @@ class MemoryStore(Store):
 
     async def apply(self, job_id: str, mutate: Mutation, idempotency_key: str | None = None) -> Job:
         # No await between read and write: atomic on the event loop.
-        job = mutate(copy.deepcopy(self._jobs.get(job_id)))
+        current = self._jobs.get(job_id)
+        job = mutate(copy.deepcopy(current))
         if job["seq"] == 1:
             self._events[job_id] = deque(maxlen=self.history)
-        self._jobs[job_id] = job
+        self._jobs[job_id] = state_of(job)
+        self._index(job_id, index_keys(current), index_keys(job))
         self._events[job_id].append(job)
         hooks = self.outbox_targets(job)
         if hooks:
@@ -114,11 +118,9 @@ class MemoryStore(Store):
         self, status: str | None, limit: int, *, tag: str | None = None, parent: str | None = None
     ) -> list[Job]:
         key = listed_by(tag, parent)
-        jobs = [
-            j
-            for j in self._jobs.values()
-            if (status is None or j["status"] == status) and (key is None or key in index_keys(j))
-        ]
+        ids = self._jobs if key is None else self._listed.get(key, ())  # indexed: no scan
+        listed = (self._jobs[job_id] for job_id in ids)
+        jobs = [j for j in listed if status is None or j["status"] == status]
         jobs.sort(key=lambda j: j["updated_at"], reverse=True)
         return copy.deepcopy(jobs[:limit])
 
@@ -129,7 +131,19 @@ class MemoryStore(Store):
     async def delete_job(self, job_id: str) -> bool:
         self._events.pop(job_id, None)
         self._logs.pop(job_id, None)
-        return self._jobs.pop(job_id, None) is not None
+        job = self._jobs.pop(job_id, None)
+        self._index(job_id, index_keys(job), set())
+        return job is not None
+
+    def _index(self, job_id: str, old: set[str], new: set[str]) -> None:
+        """Keep the index (tags, parent) in step with the job's new state."""
+        for key in old - new:
+            listed = self._listed[key]
+            listed.discard(job_id)
+            if not listed:
+                del self._listed[key]
+        for key in new - old:
+            self._listed.setdefault(key, set()).add(job_id)
 
     async def append_logs(
         self, job_id: str, entries: list[LogEntry], idempotency_key: str | None = None

@@ -36,6 +36,7 @@ from ..models import (
     LogLine,
     Member,
     Revocation,
+    state_of,
     text_size,
 )
 from ..redis_conn import redis_client
@@ -601,7 +602,7 @@ class RedisStore(Store):
     async def get_job(self, job_id: str) -> Job | None:
         async with _reachable():
             raw = await self.redis.get(self.key("job", job_id))
-        return cast(Job, json.loads(raw)) if raw else None
+        return state_of(json.loads(raw)) if raw else None
 
     async def list_jobs(
         self, status: str | None, limit: int, *, tag: str | None = None, parent: str | None = None
@@ -617,7 +618,7 @@ class RedisStore(Store):
             if not ids:
                 return []
             raws = await self.redis.mget([self.key("job", job_id) for job_id in ids])
-        jobs = [cast(Job, json.loads(raw)) for raw in raws if raw]
+        jobs = [state_of(json.loads(raw)) for raw in raws if raw]
         if key is not None:
             jobs = [job for job in jobs if key in index_keys(job)]
             jobs = [job for job in jobs if status is None or job["status"] == status]

@@ -18,7 +18,16 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from ..errors import ApiError
-from ..models import Announcement, ChatMessage, Job, LogEntry, LogLine, Revocation, text_size
+from ..models import (
+    Announcement,
+    ChatMessage,
+    Job,
+    LogEntry,
+    LogLine,
+    Revocation,
+    state_of,
+    text_size,
+)
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
@@ -245,12 +254,13 @@ class SqliteStore(Store):
             current = json.loads(row[0]) if row else None
             job = mutate(current)
             _index(db, job_id, index_keys(current), index_keys(job))
-            body = _dumps(job)
+            body = _dumps(job)  # the event's
+            state = state_of(job)
             db.execute(
                 "INSERT INTO jobs (id, status, updated_at, body) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET status = excluded.status,"
                 " updated_at = excluded.updated_at, body = excluded.body",
-                (job_id, job["status"], job["updated_at"], body),
+                (job_id, job["status"], job["updated_at"], body if state is job else _dumps(state)),
             )
             db.execute(
                 "INSERT INTO events (job_id, seq, body) VALUES (?, ?, ?)",
