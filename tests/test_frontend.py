@@ -143,13 +143,16 @@ async def serve_static() -> AsyncIterator[ServeStatic]:
         await runner.cleanup()
 
 
-async def open_app(browser: Browser, origin: str, transport: str, token: str | None = None) -> Page:
+async def open_app(
+    browser: Browser, origin: str, transport: str, token: str | None = None, tag: str | None = None
+) -> Page:
     page = await browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors  # type: ignore[attr-defined]
     query = [("job", ONE), ("job", OTHER), ("transport", transport)]
     query += [("token", token)] if token else []
+    query += [("tag", tag)] if tag else []
     await page.goto(f"{origin}/index.html?{urlencode(query)}")
     return page
 
@@ -292,6 +295,61 @@ async def test_server_restart_leaves_no_gap(
         every = list(range(1, 11))  # each event once, in order, none missing
         assert await seen(page) == {ONE: [every, every], OTHER: [[1]]}
         assert (job_sockets(server), connections(server)) == (1, 1)
+        assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def wait_listed(page: Page, jobs: list[str]) -> None:
+    """Wait until MyJobs (#mine) lists exactly these jobs."""
+    await page.wait_for_function(
+        """ids => JSON.stringify([...document.querySelectorAll("#mine li")]
+            .map((li) => li.dataset.job).sort()) === JSON.stringify(ids)""",
+        arg=sorted(jobs), timeout=TIMEOUT,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("transport", ["websocket", "polling"])
+async def test_react_lists_a_users_jobs_and_refreshes_its_token(
+    start_server: StartServer,
+    serve_static: ServeStatic,
+    browser: Browser,
+    node: str,
+    app_dir: Path,
+    tmp_path: Path,
+    transport: str,
+) -> None:
+    """The README's useTaggedJobs: a user's jobs come and go live, and a token that expires
+    in seconds is renewed through refreshToken (from the app's own origin)."""
+    app_port = free_port()
+    origin = f"http://127.0.0.1:{app_port}"
+    server = await start_server(cors_origins=[origin], client_secret=SECRET)
+    async with admin(server.url) as http:
+        api = Api(http)
+        await api.update("a", status="running", progress=10, tags=["user:42"])
+        await api.update("b", status="running", progress=20, tags=["user:42", "batch:1"])
+        await api.update("c", status="running", progress=30, tags=["user:7"])
+        grant = {"sub": "web", "jobs": [ONE, OTHER], "tags": ["user:42"]}
+        _, short = await api.post("/api/tokens", json={**grant, "ttl": 3})
+        _, fresh = await api.post("/api/tokens", json={**grant, "ttl": 600})
+        out = await build_app(node, app_dir, tmp_path.name, "react", "url", server.url)
+        (out / "my-app").mkdir()
+        (out / "my-app" / "switchboard-token").write_text(fresh["token"])
+        site = await serve_static(out, app_port)
+        page = await open_app(browser, site, transport, token=short["token"], tag="user:42")
+
+        await wait_status(page, "live")
+        await wait_listed(page, ["a", "b"])
+        await api.update("d", status="queued", tags=["user:42"])  # a new job of the user's
+        await wait_listed(page, ["a", "b", "d"])
+        await api.update("b", tags=["batch:1"])  # no longer the user's
+        await wait_listed(page, ["a", "d"])
+        await asyncio.sleep(4)  # past the first token's exp: without a refresh, cut off
+        await api.update("a", status="succeeded", progress=100)
+        await page.wait_for_function(
+            "() => document.querySelector('#mine li[data-job=a]')?.textContent"
+            ".includes('succeeded')",
+            timeout=TIMEOUT,
+        )
+        await wait_status(page, "live")
         assert page.errors == []  # type: ignore[attr-defined]
 
 
