@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import signal
 from collections.abc import AsyncIterator, Callable
 
 import aiohttp
@@ -166,3 +167,47 @@ async def aiohttp_ws(url: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]
         session.ws_connect(url.replace("http", "ws", 1) + "/ws") as ws,
     ):
         yield ws
+
+
+async def test_pattern_and_job_channels_come_back_after_a_redis_restart(
+    spawn_server: Spawn, start_redis: Callable[[], RedisProcess], transport: str
+) -> None:
+    """A '*' follower and a job's follower on node b stay connected while Redis is killed
+    and restarted: node b subscribes to the pattern and the job's channel again, then
+    reads what it missed, so each gets every seq once, in order (also of a job that only
+    the '*' follower sees)."""
+    redis = start_redis()
+    a, b = cluster(spawn_server, redis, count=2)
+    jobs = ("kept", "wide")
+    async with AsyncAdmin(a.url, ADMIN) as admin:
+        for job_id in jobs:
+            await admin.create_job(job_id, status="running")
+    star: dict[str, list[int]] = {job_id: [] for job_id in jobs}
+    sio = socketio.AsyncClient(reconnection=False)
+    sio.on("job:update", lambda job: star[job["id"]].append(job["seq"]), namespace="/job")
+    await sio.connect(b.url, namespaces=["/job"], transports=TRANSPORTS[transport])
+    assert (await sio.call("subscribe", {"job_id": "*"}, namespace="/job", timeout=10))["ok"]
+    by_id = Raw(b.url, transport)
+    await by_id.subscribe("kept")
+    acknowledged: dict[str, list[int]] = {job_id: [1] for job_id in jobs}
+    async with AsyncAdmin(a.url, ADMIN, retries=0) as admin:
+        for n in range(40):
+            if n == 6:
+                redis.stop(signal.SIGKILL)
+                redis.start()
+            job_id = jobs[n % 2]
+            while True:
+                try:
+                    answer = await admin.update_job(job_id, progress=n)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.05)
+            acknowledged[job_id].append(answer["seq"])
+    assert acknowledged == {job_id: list(range(1, 22)) for job_id in jobs}
+    assert await by_id.until(21) == list(range(2, 22))
+    for _ in range(500):
+        if all(21 in seqs for seqs in star.values()):
+            break
+        await asyncio.sleep(0.02)
+    assert star == {job_id: list(range(2, 22)) for job_id in jobs}
+    await sio.disconnect()
