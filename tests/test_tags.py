@@ -217,6 +217,21 @@ async def test_a_parent_hears_its_children(
     again = await client.call("/job", "subscribe", {"job_id": "batch", "since": 0})
     assert again["children"]["total"] == 3
 
+    # A child that moves to another parent, or is deleted, leaves the summary too.
+    async def total(expected: int) -> dict[str, Any]:
+        for _ in range(500):
+            if client.received["job:children"][-1]["total"] == expected:
+                break
+            await asyncio.sleep(0.02)
+        return dict(client.received["job:children"][-1])
+
+    await secured_admin.update("child-1", parent="other")
+    assert (await total(2))["by_status"] == {"queued": 1, "succeeded": 1}
+    await secured_admin.delete("/api/jobs/child-2")
+    assert (await total(1))["by_status"] == {"succeeded": 1}
+    await secured_admin.delete("/api/jobs/child-0")
+    assert (await total(0))["by_status"] == {}
+
 
 class Reads(dict[str, Any]):
     """A memory store's jobs, noting the ids of those read."""

@@ -137,8 +137,16 @@ class Hub:
         idempotency_key: str | None = None,
     ) -> Job:
         """Apply one update; returns the committed state. The broadcast follows."""
-        mutate = partial(apply_change, job_id, change=change, create=create)
-        return await self._commit(job_id, mutate, idempotency_key)
+        former: set[str] = set()
+
+        def mutate(current: Job | None) -> Job:
+            if current is not None and current.get("parent"):
+                former.add(cast(str, current["parent"]))  # it may leave that parent
+            return apply_change(job_id, current, change, create=create)
+
+        job = await self._commit(job_id, mutate, idempotency_key)
+        self._parents_changed_for(former - {job.get("parent")})
+        return job
 
     async def cancel_job(self, job_id: str, by: str) -> Job:
         """Ask the job's worker to stop: an event with `cancel_requested`, status as it was.
@@ -173,10 +181,15 @@ class Hub:
     def _committed(self, job: Job, accepted: float) -> None:
         self._outbox.put_nowait((job, accepted))
         if job.get("parent"):
-            self._parents.add(cast(str, job["parent"]))
-            self._parents_changed.set()
+            self._parents_changed_for({cast(str, job["parent"])})
         for hook in self.on_commit:
             hook(job)
+
+    def _parents_changed_for(self, parents: set[Any]) -> None:
+        """These parents' children changed: a summary follows (see _children_loop)."""
+        if parents:
+            self._parents |= parents
+            self._parents_changed.set()
 
     async def _broadcast_loop(self) -> None:
         while True:
@@ -328,12 +341,18 @@ class Hub:
                 except StoreUnavailable as exc:
                     log.warning("no children summary for %s: %s", parent, exc)
                     continue
-                if summary is not None:
-                    rooms = [job_room(parent), ALL_JOBS_ROOM]
-                    await self._emit(JOB_NS, "job:children", summary, rooms)
+                if summary is None:  # its last child left it, or was deleted
+                    summary = {"job_id": parent, "total": 0, "by_status": {},
+                               "progress": None, "updated_at": now_iso()}  # fmt: skip
+                rooms = [job_room(parent), ALL_JOBS_ROOM]
+                await self._emit(JOB_NS, "job:children", summary, rooms)
 
     async def delete_job(self, job_id: str) -> bool:
-        return await self.store.delete_job(job_id)
+        job = await self.store.get_job(job_id)
+        deleted = await self.store.delete_job(job_id)
+        if deleted and job is not None and job.get("parent"):
+            self._parents_changed_for({job["parent"]})
+        return deleted
 
     async def recent_announcements(
         self, limit: int, rooms: Iterable[str] | None = None
