@@ -80,6 +80,10 @@ async def test_followers_share_a_channel_and_churn_loses_nothing(
                 post(admin, "shared", 2),
             )
             assert acks[0]["ok"] and acks[1]["ok"], acks
+        for _ in range(500):  # the last of them delivered before the steady one leaves
+            if steady.start + 20 in steady.seqs:
+                break
+            await asyncio.sleep(0.02)
         await steady.sio.call("unsubscribe", {"job_id": "shared"}, namespace="/job")
         # Alone now, after leaving and joining the channel quickly (as a page would).
         for _ in range(5):

@@ -404,7 +404,7 @@ class RedisRelay:
         group = sent.popleft() if sent else []
         if sent is not None and not sent:
             del self._sent[channel]
-            if channel in self._counts:  # no other SUBSCRIBE (or UNSUBSCRIBE) in flight
+            if channel in self._counts:  # followed, and no later SUBSCRIBE in flight
                 self._ready.add(channel)
         if channel == self.every_job:
             self._every_live = True
@@ -469,6 +469,7 @@ class RedisRelay:
             except Exception as exc:
                 log.warning("redis pub/sub lost (%s); retrying in %.2fs", exc, delay)
                 self._pubsub = None
+                self._ready.clear()  # a follow now waits for the next connection
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
                     await redis.aclose()
