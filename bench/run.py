@@ -12,7 +12,7 @@ clients. Sections:
 - steady rate: the same at --rate updates/s, below saturation: latency p50/p99;
 - flood: that steady-rate latency on Switchboard alone, and again while a hostile
   client floods it (the reference here is the calm run);
-- memory: server RSS per idle connection with --memory-clients connected;
+- memory: server RSS growth per idle connection, with each of --memory-clients connected;
 - idle: --idle-clients websocket clients connect and stay --hold seconds;
 - durable: --updates HTTP updates, --concurrency at a time, each answered only once
   committed: SQLite and Redis stores beside the memory store and the Node reference
@@ -315,11 +315,12 @@ def idle(clients: int, hold: float) -> dict[str, dict[str, Any]]:
     return found
 
 
-def memory_table(clients: int) -> str:
-    found = idle(clients, hold=1)
-    ours, theirs = found["switchboard"], found["node"]
-    rows = [[clients, f"{ours['kib_per_connection']:.1f}", f"{theirs['kib_per_connection']:.1f}",
-             ratio(ours["kib_per_connection"], theirs["kib_per_connection"])]]  # fmt: skip
+def memory_table(counts: list[int]) -> str:
+    rows = []
+    for clients in counts:
+        found = {kind: r["kib_per_connection"] for kind, r in idle(clients, hold=1).items()}
+        ours, theirs = found["switchboard"], found["node"]
+        rows.append([clients, f"{ours:.1f}", f"{theirs:.1f}", ratio(ours, theirs)])
     head = ["idle websocket clients", "Switchboard KiB/conn", "Node KiB/conn", "ratio"]
     return table("Memory: server RSS growth per idle connection", head, rows)
 
@@ -974,7 +975,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rate", type=float, default=20.0, help="updates/s, steady section")
     parser.add_argument("--rate-clients", type=int, default=1000)
-    parser.add_argument("--memory-clients", type=int, default=5000)
+    parser.add_argument("--memory-clients", type=int, nargs="+", default=[5000, 10000])
     parser.add_argument("--idle-clients", type=int, default=10000)
     parser.add_argument("--hold", type=float, default=30.0, help="seconds the idle clients stay")
     parser.add_argument("--updates", type=int, default=5000)

@@ -1,8 +1,10 @@
-"""What engine.py assumes of python-engineio and python-socketio (and of asyncio.Queue).
+"""What engine.py assumes of python-engineio and python-socketio (and of aiohttp, whose
+websocket connections it takes over).
 
 engine.py is the only module that touches those libraries' internals. Each test here
 names one thing it relies on, so an upgrade of the pinned libraries fails here, with the
-reason, rather than somewhere downstream.
+reason, rather than somewhere downstream. The last part tests the websocket channel that
+replaces python-engineio's websocket handler, frame by frame.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import functools
 import inspect
 import json
 import logging
+import re
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import engineio
 import pytest
 import socketio
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from engineio import packet as eio_packet
 from engineio.async_drivers.aiohttp import WebSocket
 from engineio.async_socket import AsyncSocket
@@ -27,7 +33,7 @@ from switchboard_server import engine
 from switchboard_server.manager import LocalDelivery, RedisRelay
 from switchboard_server.metrics import Metrics
 
-from .conftest import Connect, Server
+from .conftest import Connect, Server, StartServer
 
 
 def switchboard_server(relay: RedisRelay | None = None) -> engine.SwitchboardServer:
@@ -96,19 +102,53 @@ def test_bad_request_is_a_response_dict() -> None:
     assert isinstance(answer, dict) and answer["status"].startswith("400")
 
 
+def test_engineio_asks_of_its_queue_only_what_outqueue_has() -> None:
+    """OutQueue stands in for asyncio.Queue: python-engineio creates it without arguments
+    and calls no other method on it than these."""
+    used: set[str] = set()
+    for module in (engineio.base_socket, engineio.async_socket, engineio.async_server):
+        used |= set(re.findall(r"\.queue\.(\w+)", inspect.getsource(module)))
+    assert used == {"get", "get_nowait", "put", "put_nowait", "task_done", "join"}
+    assert "self.queue = self.server.create_queue()" in inspect.getsource(engineio.base_socket)
+    assert "except asyncio.QueueEmpty:" in inspect.getsource(AsyncSocket.poll)
+
+
 async def test_queue_counts_unfinished_packets() -> None:
-    """Engine.write_direct needs asyncio.Queue's count of packets taken but not yet task_done."""
+    """Engine.write_direct needs the count of packets not yet taken by the channel nor
+    marked task_done after a get(); join() waits for it to reach zero."""
     queue = engine.OutQueue()
     queue.put_nowait(1)
-    assert queue._unfinished_tasks == 1
+    assert queue.unfinished == 1
     await queue.get()
-    assert queue._unfinished_tasks == 1
+    assert queue.unfinished == 1
+    joined = asyncio.ensure_future(queue.join())
+    await asyncio.sleep(0)
+    assert not joined.done()
     queue.task_done()
-    assert queue._unfinished_tasks == 0
+    await asyncio.wait_for(joined, 1)
+    assert queue.unfinished == 0
+    with pytest.raises(ValueError):
+        queue.task_done()
+
+
+async def test_queue_wakes_one_long_poll_per_packet() -> None:
+    """As asyncio.Queue: a packet wakes the first getter waiting; a getter cancelled
+    (poll()'s wait_for timing out) leaves its turn to the next."""
+    queue = engine.OutQueue()
+    first, second = (asyncio.ensure_future(queue.get()) for _ in range(2))
+    await asyncio.sleep(0)
+    first.cancel()
+    queue.put_nowait("a")
+    assert await asyncio.wait_for(second, 1) == "a"
+    assert first.cancelled() and queue.qsize() == 0
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(queue.get(), 0.01)
+    queue.put_nowait("b")
+    assert await queue.get() == "b"
 
 
 async def test_poll_answers_at_most_max_batch_packets() -> None:
-    """OutQueue counts on poll() taking one packet with get() (which asyncio.Queue serves
+    """OutQueue counts on poll() taking one packet with get() (which OutQueue serves
     through get_nowait()) and draining the rest with get_nowait()."""
     socket = AsyncSocket(engine.EngineServer(async_mode="aiohttp"), "sid")
     for n in range(engine.MAX_BATCH * 2 + 3):
@@ -171,6 +211,106 @@ async def test_sessions_are_the_sockets_the_manager_names(
     wanted = "polling" if transport == "polling" else "websocket"
     assert server.sio.engine.transport_of(eio_sid) == wanted
     assert server.sio.engine.queue_size(eio_sid) == 0
+
+
+def test_the_websocket_handler_is_engineio_s_own_unless_patched() -> None:
+    """FastWebSocket hands the connection to a WebSocketChannel only when the driver was
+    given engineio's own _websocket_handler: the Admin UI patches it to count packets."""
+    socket = AsyncSocket(engineio.AsyncServer(async_mode="aiohttp"), "sid")
+    assert socket._websocket_handler.__func__ is engine.ENGINEIO_WEBSOCKET_HANDLER
+    wrapped = functools.partialmethod(lambda sock, admin, ws: None, object())
+    assert not hasattr(wrapped.__get__(socket, AsyncSocket), "__func__")
+
+
+async def test_schedule_ping_starts_send_ping_and_keeps_nothing() -> None:
+    """schedule_ping() starts the bound _send_ping with start_background_task() and keeps
+    nothing it returns, so EngineServer may answer with a timer; after its sleep,
+    _send_ping does what engine.send_ping does."""
+    started: list[Any] = []
+
+    class Recording(engineio.AsyncServer):  # type: ignore[misc]
+        def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> None:
+            started.append((target, args, kwargs))
+
+    socket = AsyncSocket(Recording(async_mode="aiohttp"), "sid")
+    socket.schedule_ping()
+    assert len(started) == 1 and started[0][1:] == ((), {})
+    target = started[0][0]
+    assert target.__func__ is engine.ENGINEIO_SEND_PING and target.__self__ is socket
+
+    servers = {"engineio": engineio.AsyncServer, "ours": engine.EngineServer}
+    for closing in (False, True):
+        found = {}
+        for name, server_class in servers.items():
+            server = server_class(async_mode="aiohttp", ping_interval=0.001)
+            pinged = AsyncSocket(server, "sid")
+            pinged.last_ping, pinged.closing = None, closing
+            if name == "engineio":
+                await pinged._send_ping()
+            else:
+                engine.send_ping(pinged)
+            queued = [pinged.queue.get_nowait() for _ in range(pinged.queue.qsize())]
+            found[name] = (pinged.last_ping is not None, [p.encode() for p in queued])
+        assert found["engineio"] == found["ours"] == ((False, []) if closing else (True, ["2"]))
+
+
+async def test_our_server_pings_with_a_timer() -> None:
+    """EngineServer.start_background_task: a timer for _send_ping, a task for the rest."""
+    server = engine.EngineServer(async_mode="aiohttp", ping_interval=5)
+    socket = AsyncSocket(server, "sid")
+    loop = asyncio.get_running_loop()
+    handle = server.start_background_task(socket._send_ping)
+    assert isinstance(handle, asyncio.TimerHandle)
+    assert 4 < handle.when() - loop.time() <= 5
+    handle.cancel()
+    task = server.start_background_task(asyncio.sleep, 0)
+    assert isinstance(task, asyncio.Task)
+    await task
+
+
+async def test_close_returns_in_the_step_that_fires_disconnect() -> None:
+    """SwitchboardServer._handle_eio_disconnect closes the session's websocket with
+    call_soon(): by then close() has queued its CLOSE packet and marked the socket closed."""
+    server = engine.EngineServer(async_mode="aiohttp")
+    socket = AsyncSocket(server, "sid")
+    seen: list[Any] = []
+
+    def later() -> None:
+        seen.append((socket.closed, [p.encode() for p in socket.queue._items]))
+
+    async def on_disconnect(sid: str, reason: str) -> None:
+        asyncio.get_running_loop().call_soon(later)
+
+    server.on("disconnect", on_disconnect)
+    await socket.close(wait=False)
+    await asyncio.sleep(0)
+    assert seen == [(True, ["1"])]
+
+
+async def test_socketio_keeps_the_environ_it_is_given_at_connect() -> None:
+    """SwitchboardServer hands python-socketio a copy of the environ without the aiohttp
+    request; python-socketio keeps that and gives it to the namespaces' connect."""
+    sio = switchboard_server()
+    environ = {"aiohttp.request": object(), "wsgi.input": object(), "QUERY_STRING": "EIO=4"}
+    await sio._handle_eio_connect("e1", environ)
+    assert sio.environ["e1"] == {"QUERY_STRING": "EIO=4"}
+    assert "self.environ[eio_sid] = environ" in inspect.getsource(
+        socketio.AsyncServer._handle_eio_connect
+    )
+    assert "self.environ[eio_sid]" in inspect.getsource(socketio.AsyncServer._handle_connect)
+
+
+# aiohttp, for the websocket hand-off
+
+
+def test_websocket_prepare_installs_its_reader_in_post_start() -> None:
+    """HandOff overrides _post_start, which prepare() calls once the 101 is written to
+    install aiohttp's reader; without it, frames wait in the protocol's _message_tail."""
+    assert params(web.WebSocketResponse._post_start) == ["self", "request", "protocol", "writer"]
+    source = inspect.getsource(web.WebSocketResponse.prepare)
+    assert source.index("super().prepare(request)") < source.index("self._post_start(")
+    assert "self._message_tail += data" in inspect.getsource(RequestHandler.data_received)
+    assert "self._message_tail = tail" in inspect.getsource(RequestHandler.data_received)
 
 
 # python-socketio's server
@@ -427,3 +567,212 @@ def test_sentinel_urls_parse_to_sentinels_service_and_credentials() -> None:
         {"password": "pw", "db": 2},
     )
     assert parse_redis_sentinel_url("redis+sentinel://h1:26379/0")[1] is None
+
+
+# The websocket channel (engine.WebSocketChannel), frame by frame
+
+
+def masked(
+    opcode: int, payload: bytes, final: bool = True, mask: bytes = b"\x01\x02\x03\x04"
+) -> bytes:
+    """A client frame (RFC 6455 §5.2), masked as clients must."""
+    head = bytes([opcode | (0x80 if final else 0)])
+    size = len(payload)
+    if size < 126:
+        length = bytes([0x80 | size])
+    elif size < 1 << 16:
+        length = bytes([0x80 | 126]) + size.to_bytes(2, "big")
+    else:
+        length = bytes([0x80 | 127]) + size.to_bytes(8, "big")
+    return head + length + mask + engine.unmask(mask, payload)
+
+
+class RawWebSocket:
+    """A websocket client at the frame level: `async with RawWebSocket(server) as ws`."""
+
+    def __init__(self, server: Server, early: bytes = b""):
+        self.url = urllib.parse.urlsplit(server.url)
+        self.early = early  # sent right behind the request
+
+    async def __aenter__(self) -> RawWebSocket:
+        self.reader, self.writer = await asyncio.open_connection(self.url.hostname, self.url.port)
+        key = base64.b64encode(b"0123456789abcdef").decode()
+        self.writer.write(
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: {self.url.netloc}\r\n"
+            f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            + self.early
+        )
+        head = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.writer.close()
+
+    async def send(self, text: bytes) -> None:
+        self.writer.write(masked(0x1, text))
+
+    async def read(self) -> tuple[int, bytes]:
+        """The next frame: (opcode, payload); (-1, b"") when the connection ends."""
+        try:
+            head, size = await asyncio.wait_for(self.reader.readexactly(2), 5)
+            if size == 126:
+                size = int.from_bytes(await self.reader.readexactly(2), "big")
+            elif size == 127:
+                size = int.from_bytes(await self.reader.readexactly(8), "big")
+            return head & 0x0F, await self.reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            return -1, b""
+
+    async def closed_with(self) -> int:
+        """The close frame's code; the connection must end right after it."""
+        while (found := await self.read())[0] == 0x1:
+            pass
+        opcode, payload = found
+        assert opcode == 0x8, found
+        assert await self.read() == (-1, b"")
+        return int.from_bytes(payload[:2], "big")
+
+
+async def opened(ws: RawWebSocket) -> None:
+    """The Engine.IO handshake and /job's connect."""
+    assert (await ws.read())[1].startswith(b"0{")
+    await ws.send(b"40/job,")
+    assert (await ws.read())[1].startswith(b"40/job,{")
+
+
+async def test_aiohttp_forgets_a_handed_over_connection(server: Server) -> None:
+    """After the hand-off aiohttp no longer holds the connection (connection_lost() with
+    its transport unset lets go without closing it), and the websocket goes on."""
+    async with RawWebSocket(server) as ws:
+        assert (await ws.read())[1].startswith(b"0{")
+        for _ in range(100):
+            if not server.runner.server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert server.runner.server.connections == []
+        await ws.send(b"40/job,")
+        assert (await ws.read())[1].startswith(b"40/job,{")
+
+
+async def test_frames_right_behind_the_upgrade_request_are_read(server: Server) -> None:
+    """A client may send frames before it reads the 101: they reach the channel."""
+    async with RawWebSocket(server, early=masked(0x1, b"40/job,")) as ws:
+        assert (await ws.read())[1].startswith(b"0{")
+        assert (await ws.read())[1].startswith(b"40/job,{")
+
+
+async def test_fragmented_and_control_frames(server: Server) -> None:
+    """A message in several frames (a ping between them) is one packet; a ping is
+    answered with its payload."""
+    async with RawWebSocket(server) as ws:
+        await opened(ws)
+        call = b'42/job,7["subscribe",{"job_id":"frag"}]'
+        ws.writer.write(masked(0x1, call[:5], final=False) + masked(0x9, b"hi"))
+        ws.writer.write(masked(0x0, call[5:20], final=False) + masked(0x0, call[20:]))
+        assert await ws.read() == (0xA, b"hi")
+        opcode, answer = await ws.read()
+        assert opcode == 0x1 and answer.startswith(b'43/job,7[{"ok":true'), answer
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        (masked(0x1, b"\xff\xfe"), 1007),  # not UTF-8
+        (masked(0x3, b"x"), 1002),  # no such opcode
+        (bytes([0xC1]) + masked(0x1, b"4x")[1:], 1002),  # a reserved bit, no extension
+        (masked(0x0, b"4x"), 1002),  # a continuation of nothing
+        (masked(0x1, b"4", final=False) + masked(0x1, b"x"), 1002),  # no continuation
+        (masked(0x9, b"x", final=False), 1002),  # a fragmented control frame
+        (masked(0x1, b"4" + b"x" * 2000), 1009),  # over max_packet_bytes (1,024)
+        (masked(0x1, b"4x", final=False) + masked(0x0, b"x" * 1023), 1009),  # in pieces
+        (masked(0x8, (1000).to_bytes(2, "big")), 1000),  # the client's close, answered
+        (masked(0x1, b"x{"), 1000),  # not an Engine.IO packet
+        (bytes([0x81, 0x02]) + b"4x", 1002),  # not masked, as every client frame must be
+        (bytes([0x81, 0xFF]) + (1 << 63).to_bytes(8, "big") + b"\x01\x02\x03\x04", 1009),
+    ],
+    ids=[
+        "utf8",
+        "opcode",
+        "rsv",
+        "continuation",
+        "interleaved",
+        "control",
+        "size",
+        "size-fragmented",
+        "close",
+        "packet",
+        "unmasked",
+        "huge",
+    ],
+)
+async def test_bad_frames_close_the_connection_and_the_session(
+    start_server: StartServer, frames: bytes, code: int
+) -> None:
+    server = await start_server(max_packet_bytes=1024)
+    async with RawWebSocket(server) as ws:
+        await opened(ws)
+        assert len(server.sio.eio.sockets) == 1
+        ws.writer.write(frames)
+        assert await ws.closed_with() == code
+    for _ in range(100):
+        if not server.sio.eio.sockets:
+            break
+        await asyncio.sleep(0.01)
+    assert server.sio.eio.sockets == {}
+
+
+async def test_pings_keep_an_answering_session(start_server: StartServer) -> None:
+    """The ping timer goes on as pongs come back over the channel."""
+    server = await start_server(ping_interval=0.2, ping_timeout=0.5)
+    async with RawWebSocket(server) as ws:
+        await opened(ws)
+        for _ in range(4):
+            assert await ws.read() == (0x1, b"2")
+            await ws.send(b"3")
+        assert len(server.sio.eio.sockets) == 1
+
+
+async def test_a_client_that_stops_answering_pings_is_cut_off(start_server: StartServer) -> None:
+    """When engineio's service task finds the pings unanswered, the connection is dropped
+    without a goodbye (the client is gone) and the session with it."""
+    server = await start_server(ping_interval=0.2, ping_timeout=0.3)
+    async with RawWebSocket(server) as ws:
+        await opened(ws)
+        while (found := await ws.read()) == (0x1, b"2"):
+            pass
+        assert found == (-1, b"")
+    assert server.sio.eio.sockets == {}
+
+
+async def test_a_session_that_ends_closes_its_websocket(server: Server) -> None:
+    """An Engine.IO close from the client, and a session dropped by the server, end the
+    connection at once: a close frame, then the end."""
+    async with RawWebSocket(server) as ws:
+        await opened(ws)
+        await ws.send(b"1")
+        assert await ws.closed_with() == 1000
+    async with RawWebSocket(server) as ws:
+        await opened(ws)
+        (eio_sid,) = server.sio.eio.sockets
+        await server.sio.engine.drop(eio_sid)
+        assert await ws.closed_with() == 1000
+    await asyncio.sleep(0.05)
+    assert server.sio.eio.sockets == {}
+
+
+async def test_a_direct_write_and_queued_packets_keep_their_order(server: Server) -> None:
+    """What engineio queues and what a broadcast writes in place go out in call order."""
+    async with RawWebSocket(server) as ws:
+        await opened(ws)
+        (eio_sid,) = server.sio.eio.sockets
+        socket = server.sio.eio.sockets[eio_sid]
+        sio_engine = server.sio.engine
+        direct = sio_engine.encode("direct", 1, "/job")
+        assert direct is not None
+        await socket.send(eio_packet.Packet(eio_packet.MESSAGE, '2/job,["queued",0]'))
+        assert sio_engine.write_direct(eio_sid, direct)
+        await socket.send(eio_packet.Packet(eio_packet.MESSAGE, '2/job,["queued",2]'))
+        got = [(await ws.read())[1] for _ in range(3)]
+        assert got == [b'42/job,["queued",0]', b'42/job,["direct",1]', b'42/job,["queued",2]']
