@@ -157,4 +157,4 @@ def test_bench_width_smoke(tmp_path: Path) -> None:
     replayed = rows(table, "Width, unwatched at higher rates")
     assert [r["events/s"] for r in replayed] == ["100"]
     assert all(r[faults] == "0 / 0 / 0 / 0 / 0 / 0" for r in replayed), replayed
-    assert "10% of a core from about" in table
+    assert "of one core per node at 1,000 events/s cluster-wide" in table
