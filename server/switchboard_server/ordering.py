@@ -11,6 +11,10 @@ while the gap is read from the store, where it is certain to be, since everythin
 committed before it is published and numbers are committed in order. After the pub/sub
 connection comes back (what was published meanwhile never arrived), every watched job is
 filled from the store the same way. Order follows from the mechanism, not from timing.
+
+A process receives a job's items from other processes only while it watches the job
+(a Feed: with Redis, the job's own pub/sub channel, subscribed and confirmed before the
+job's number is read, so nothing falls in between).
 """
 
 from __future__ import annotations
