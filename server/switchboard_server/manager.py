@@ -24,7 +24,7 @@ from redis.backoff import NoBackoff
 from .hub import JOB_NS
 from .metrics import Metrics
 from .ordering import JobOrder
-from .redis_conn import redis_client
+from .redis_conn import glob_escape, redis_client
 from .storage import StoreUnavailable
 
 if TYPE_CHECKING:
@@ -230,7 +230,7 @@ class RedisRelay:
         self.metrics = metrics or Metrics()
         self._events = f"{prefix}events:"
         self._logs = f"{prefix}logs:"
-        self.every_job = _glob_escape(self._events) + "*"  # a pattern: every job's events
+        self.every_job = glob_escape(self._events) + "*"  # a pattern: every job's events
         self._publisher: Any = None
         self._outgoing: asyncio.Queue[Any] = asyncio.Queue()
         self._sender: asyncio.Task[None] | None = None
@@ -475,8 +475,3 @@ class RedisRelay:
                     await redis.aclose()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-
-
-def _glob_escape(text: str) -> str:
-    """`text` matched literally in a Redis PSUBSCRIBE pattern."""
-    return "".join(f"\\{char}" if char in "*?[]\\" else char for char in text)

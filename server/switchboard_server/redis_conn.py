@@ -24,6 +24,11 @@ class BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):  # t
     """The Sentinel-aware pool, waiting for a free connection like BlockingConnectionPool."""
 
 
+def glob_escape(text: str) -> str:
+    """`text` matched literally in a Redis glob pattern (SCAN MATCH, PSUBSCRIBE)."""
+    return "".join("\\" + char if char in "*?[]\\" else char for char in text)
+
+
 def is_sentinel(url: str) -> bool:
     return urlparse(url).scheme == "redis+sentinel"
 

@@ -39,7 +39,7 @@ from ..models import (
     state_of,
     text_size,
 )
-from ..redis_conn import redis_client
+from ..redis_conn import glob_escape, redis_client
 from .base import (
     CHAT_HISTORY,
     IDEMPOTENCY_TTL,
@@ -347,10 +347,6 @@ def _command(*args: str | int | float) -> bytes:
         data = (arg if isinstance(arg, str) else repr(arg)).encode()
         packed.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(packed)
-
-
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _score(iso: str) -> float:
@@ -893,7 +889,7 @@ class RedisStore(Store):
             counts = {"messages": 0, "members": 0}
             for kind, size in (("messages", self.redis.llen), ("members", self.redis.hlen)):
                 start = self.key(kind, "")
-                async for key in self.redis.scan_iter(match=_glob_escape(start) + "*", count=1000):
+                async for key in self.redis.scan_iter(match=glob_escape(start) + "*", count=1000):
                     names.add(key.removeprefix(start))
                     counts[kind] += await size(key)
         return {"rooms": len(names), "messages": counts["messages"], "members": counts["members"]}
