@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 
@@ -15,12 +15,15 @@ from switchboard_server.models import (
     ChatMessage,
     JobCreate,
     JobUpdate,
+    LogEntry,
     apply_change,
     new_id,
     now_iso,
 )
-from switchboard_server.storage import Store, open_store
+from switchboard_server.storage import NotReplicated, Store, open_store
 from switchboard_server.storage.base import CHAT_HISTORY
+
+from .conftest import RedisProcess
 
 
 @pytest.fixture
@@ -159,3 +162,28 @@ async def test_sqlite_survives_reopen(tmp_path: Path) -> None:
 def test_unknown_store_url_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown store"):
         open_store("postgres://x", history=1)
+
+
+async def test_redis_writes_wait_for_replicas_and_reload_their_scripts(
+    start_redis: Callable[[], RedisProcess],
+) -> None:
+    """With --redis-replicas and no replica, a job update and log lines are committed and
+    said to be unreplicated (WAIT on the write's connection); after SCRIPT FLUSH (a Redis
+    restart) the scripts are loaded again and the writes go on."""
+    redis = start_redis()
+    store = open_store(redis.url, history=5, prefix=f"test-{new_id()}:", redis_replicas=1)
+    await store.open()
+    try:
+        for flush in (False, True):
+            if flush:
+                assert await store.redis.script_flush()  # type: ignore[attr-defined]
+            with pytest.raises(NotReplicated) as job:
+                await store.apply("j", update("j", progress=int(flush)))
+            assert job.value.committed["seq"] == 1 + flush
+            entry: LogEntry = {"text": "line", "stream": "stdout", "ts": now_iso()}
+            with pytest.raises(NotReplicated) as lines:
+                await store.append_logs("j", [entry])
+            assert [line["offset"] for line in lines.value.committed] == [1 + flush]
+        assert [event["seq"] for event in await store.events_after("j", 0, 10)] == [1, 2]
+    finally:
+        await store.close()

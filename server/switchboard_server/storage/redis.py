@@ -568,22 +568,18 @@ class RedisStore(Store):
         self, script: Any, keys: list[str], args: list[Any]
     ) -> tuple[list[Any], int]:
         """A writing script, then WAIT for replicas on the same connection when asked: its
-        answer, and the replicas that acknowledged (0 when none is asked).
-        EVALSHA by hand: redis-py's pipeline would ask SCRIPT EXISTS first, every time."""
+        answer, and the replicas that acknowledged (0 when none is asked)."""
         if not self.replicas:
             return list(await script(keys=keys, args=args)), 0
-        for attempt in range(2):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-                pipe.wait(self.replicas, REPLICA_WAIT_MS)
-                answer, acknowledged = await pipe.execute(raise_on_error=False)
-            if isinstance(answer, NoScriptError) and not attempt:  # Redis restarted
-                await self.redis.script_load(script.script)
-                continue
-            for outcome in (answer, acknowledged):
-                if isinstance(outcome, Exception):
-                    raise outcome
-            break
+        call = _command("EVALSHA", script.sha, len(keys), *keys, *args)
+        wait = _command("WAIT", self.replicas, REPLICA_WAIT_MS)
+        answer, acknowledged = await self._send([call, wait])
+        if isinstance(answer, NoScriptError):  # Redis restarted: load it, once
+            await self.redis.script_load(script.script)
+            answer, acknowledged = await self._send([call, wait])
+        for outcome in (answer, acknowledged):
+            if isinstance(outcome, Exception):
+                raise outcome
         return list(answer), acknowledged
 
     def _remember_job(self, job_id: str, job: Job | None) -> None:
