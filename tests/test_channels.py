@@ -9,19 +9,18 @@ arrive, on the same connection, so Redis delivers it after) instead of sleeping.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from typing import Any
 
-import aiohttp
 import httpx
 import socketio
 from switchboard_client import AsyncAdmin
 
 from .conftest import ADMIN, TRANSPORTS, RedisProcess, ServerProcess
 from .test_cluster import Raw, cluster
-from .test_streams import ADMIN_HEADERS, sse_events
+from .test_streams import ADMIN_HEADERS, plain, sse_events  # noqa: F401 - plain: a fixture
 
 Spawn = Callable[..., ServerProcess]
 
@@ -138,39 +137,31 @@ async def test_star_and_tag_followers_get_every_job_once_in_order(
 
 
 async def test_a_node_serving_only_streams_hears_the_others(
-    spawn_server: Spawn, start_redis: Callable[[], RedisProcess]
+    spawn_server: Spawn,
+    start_redis: Callable[[], RedisProcess],
+    plain: Any,  # noqa: F811 - the fixture imported above
 ) -> None:
     """No Socket.IO client on node b: its SSE and /ws clients still get node a's events
     (python-socketio would start its pub/sub listener only at a first Socket.IO client)."""
     a, b = cluster(spawn_server, start_redis(), count=2)
     async with AsyncAdmin(a.url, ADMIN) as admin:
         await admin.create_job("streamed", status="running")
+        ws = await plain(b.url)
+        assert (await ws.ask("subscribe", job_id="streamed"))["ok"]
         async with (
             httpx.AsyncClient(timeout=20) as http,
             http.stream(
                 "GET", f"{b.url}/api/jobs/streamed/stream", headers=ADMIN_HEADERS
             ) as response,
-            aiohttp_ws(b.url) as ws,
         ):
-            await ws.send_json({"op": "subscribe", "ref": "s", "job_id": "streamed"})
-            assert (await ws.receive_json(timeout=10))["ok"]
             events = sse_events(response)
             first = await anext(events)
             assert '"seq":1' in first["data"].replace(" ", "")
             await admin.update_job("streamed", progress=50)
-            pushed = await ws.receive_json(timeout=10)
-            assert pushed["event"] == "job:update" and pushed["data"]["seq"] == 2
+            pushed = await ws.pushes("job:update", 1)
+            assert [update["seq"] for update in pushed] == [2]
             second = await asyncio.wait_for(anext(events), 10)
             assert second["id"] == "2"
-
-
-@contextlib.asynccontextmanager
-async def aiohttp_ws(url: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.ws_connect(url.replace("http", "ws", 1) + "/ws") as ws,
-    ):
-        yield ws
 
 
 async def test_pattern_and_job_channels_come_back_after_a_redis_restart(
